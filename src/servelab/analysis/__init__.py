@@ -1,0 +1,1 @@
+"""Metrics, cost models (a dated price catalog) and reports over request records."""

@@ -1,0 +1,66 @@
+"""The ``servelab`` command. Each sub-package owns its sub-commands in its own ``cli.py``;
+this module only mounts them and turns library errors into a message and an exit code.
+
+Keep module-level imports in every ``cli.py`` cheap (no torch, no onnxruntime): ``--help``
+must answer in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from servelab import __version__
+from servelab.analysis.cli import app as analyze_app
+from servelab.errors import ServelabError
+from servelab.loadgen.cli import app as loadgen_app
+from servelab.models.cli import app as models_app
+from servelab.platform.cli import register as register_platform
+from servelab.workload.cli import app as workload_app
+
+app = typer.Typer(
+    name="servelab",
+    help="Serve a model as a serverless function on this machine, and measure how to serve it.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+app.add_typer(models_app, name="models")
+app.add_typer(workload_app, name="workload")
+app.add_typer(loadgen_app, name="loadgen")
+app.add_typer(analyze_app, name="analyze")
+register_platform(app)  # platform up/info, deploy, invoke, functions …
+
+
+@app.command()
+def version() -> None:
+    """Print servelab's version."""
+    typer.echo(__version__)
+
+
+@app.command()
+def demo(
+    home: str = typer.Option(None, help="Working directory for the demo (default: a temp dir)."),
+) -> None:
+    """Build a model, store it, serve it on the local platform, load it, print the latency table."""
+    from servelab.demo import run_demo
+
+    run_demo(home)
+
+
+def main() -> None:
+    err = Console(stderr=True)
+    try:
+        app()
+    except ServelabError as e:
+        err.print(f"[bold red]error:[/] {e}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Every exception servelab raises, in one tree.
+
+    ServelabError
+    ├── ConfigError               a setting or spec is invalid (says which key and what is allowed)
+    ├── InvalidNameError          a model/function name fails validation (path traversal, charset)
+    ├── ModelError
+    │   ├── UnknownModelError     not in the zoo
+    │   └── InvalidModelError     a file that is not a loadable ONNX model
+    ├── StoreError
+    │   ├── RefNotFoundError      no such name or ref in the store
+    │   └── IntegrityError        a blob whose sha256 does not match its ref (never served)
+    ├── RuntimeNotAvailableError  the runtime's extra is not installed (says which to install)
+    ├── InputValidationError      tensors with wrong names / shapes / dtypes
+    ├── LimitsError               cgroup / rlimit set-up failed
+    ├── WorkloadError             an arrival-process spec or trace that cannot be used
+    └── PlatformError             carries function / instance / request id when known
+        ├── FunctionNotFoundError
+        ├── FunctionExistsError
+        ├── ThrottledError        above the function's concurrency (HTTP 429)
+        ├── FunctionTimeoutError  the invocation ran past the function's timeout
+        ├── InstanceCrashedError  the instance process died (platform blames nobody: reported)
+        ├── OutOfMemoryError      the instance exceeded its memory size
+        └── FunctionError         the user's handler raised (blame: function)
+
+Library code raises these; only the CLI turns them into exit codes.
+"""
+
+from __future__ import annotations
+
+
+class ServelabError(Exception):
+    """Base class: catch this to catch everything servelab raises on purpose."""
+
+
+class ConfigError(ServelabError, ValueError):
+    pass
+
+
+class InvalidNameError(ServelabError, ValueError):
+    pass
+
+
+class ModelError(ServelabError):
+    pass
+
+
+class UnknownModelError(ModelError, KeyError):
+    def __str__(self) -> str:  # KeyError quotes its message; we want it plain
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidModelError(ModelError, ValueError):
+    pass
+
+
+class StoreError(ServelabError):
+    pass
+
+
+class RefNotFoundError(StoreError, KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class IntegrityError(StoreError):
+    pass
+
+
+class RuntimeNotAvailableError(ServelabError, ImportError):
+    pass
+
+
+class InputValidationError(ServelabError, ValueError):
+    pass
+
+
+class LimitsError(ServelabError):
+    pass
+
+
+class WorkloadError(ServelabError, ValueError):
+    pass
+
+
+class PlatformError(ServelabError):
+    """An error about one function, instance or request; the context travels with it."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        function: str | None = None,
+        instance_id: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.function = function
+        self.instance_id = instance_id
+        self.request_id = request_id
+
+
+class FunctionNotFoundError(PlatformError):
+    pass
+
+
+class FunctionExistsError(PlatformError):
+    pass
+
+
+class ThrottledError(PlatformError):
+    pass
+
+
+class FunctionTimeoutError(PlatformError):
+    pass
+
+
+class InstanceCrashedError(PlatformError):
+    pass
+
+
+class OutOfMemoryError(PlatformError):
+    pass
+
+
+class FunctionError(PlatformError):
+    pass

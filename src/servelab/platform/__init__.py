@@ -1,0 +1,1 @@
+"""The local serverless platform: functions, instances, scaling, admission, meter, HTTP API."""

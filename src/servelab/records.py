@@ -1,0 +1,160 @@
+"""The one per-request record every measuring part of servelab writes, and its on-disk form.
+
+Units: times relative to a run's start are seconds (``*_s``); durations are milliseconds
+(``*_ms``); memory is MB (``*_mb``). A field that a source cannot know is ``None``.
+
+Latency is measured from the *scheduled* time, so a slow client cannot hide queueing
+(no coordinated omission); ``send_lag_ms`` says how late the generator was.
+
+On disk a record set is a directory of Parquet part files (``part-000001.parquet`` …): the
+writer flushes a new part at least every ``flush_interval_s`` and renames it into place
+atomically, so a killed run loses at most the last interval and never leaves a broken file.
+:func:`read_records` reads a directory or a single ``.parquet`` file.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+Status = Literal["ok", "error", "throttled", "timeout"]
+StartKind = Literal["warm", "prewarmed", "cold"]
+STATUSES: tuple[Status, ...] = ("ok", "error", "throttled", "timeout")
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """What one request did. Client-side, platform-side and billing facts side by side."""
+
+    # identity
+    run_id: str
+    request_id: str
+    target: str = ""  # function or target name
+    # client clock, seconds since the run started
+    scheduled_s: float = 0.0
+    sent_s: float | None = None
+    completed_s: float | None = None
+    # client view
+    latency_ms: float | None = None  # completed - scheduled
+    send_lag_ms: float | None = None  # sent - scheduled
+    status: Status = "ok"
+    error: str | None = None
+    http_status: int | None = None
+    # platform view
+    start_kind: StartKind | None = None  # warm / prewarmed / cold
+    cold: bool | None = None
+    instance_id: str | None = None
+    platform_ms: float | None = None  # request in to response out, inside the platform
+    queue_ms: float | None = None  # waiting for an instance (incl. its start) or a batch slot
+    init_ms: float | None = None  # cold start total, the sum of the parts below and glue
+    init_process_ms: float | None = None
+    init_import_ms: float | None = None
+    init_fetch_ms: float | None = None
+    init_load_ms: float | None = None
+    inference_ms: float | None = None
+    duration_ms: float | None = None  # function duration as a cloud reports it
+    # billing
+    billed_ms: float | None = None
+    memory_mb: int | None = None
+    max_memory_used_mb: float | None = None
+    batch_size: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _arrow_type(py: str) -> pa.DataType:
+    if py.startswith("str") or py.startswith("Status") or py.startswith("StartKind"):
+        return pa.string()
+    if py.startswith("float"):
+        return pa.float64()
+    if py.startswith("int"):
+        return pa.int64()
+    if py.startswith("bool"):
+        return pa.bool_()
+    raise TypeError(py)
+
+
+SCHEMA = pa.schema([pa.field(f.name, _arrow_type(str(f.type))) for f in fields(RequestRecord)])
+FIELD_NAMES: tuple[str, ...] = tuple(SCHEMA.names)
+
+
+def to_table(records: Iterable[RequestRecord | dict]) -> pa.Table:
+    rows = [r.to_dict() if isinstance(r, RequestRecord) else r for r in records]
+    cols = {name: [row.get(name) for row in rows] for name in FIELD_NAMES}
+    return pa.table(cols, schema=SCHEMA)
+
+
+class RecordWriter:
+    """Appends records to a directory of Parquet parts; thread-safe; flushes on a timer.
+
+    Use as a context manager, or call :meth:`close`. ``append`` never blocks on disk unless a
+    flush is due; a flush writes ``.tmp`` then renames, so readers only ever see whole parts.
+    """
+
+    def __init__(self, directory: str | os.PathLike, *, flush_interval_s: float = 1.0,
+                 flush_rows: int = 50_000) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.flush_interval_s = flush_interval_s
+        self.flush_rows = flush_rows
+        self._buf: list[RequestRecord | dict] = []
+        self._lock = threading.Lock()
+        self._last_flush = time.monotonic()
+        existing = sorted(self.directory.glob("part-*.parquet"))
+        self._next_part = int(existing[-1].stem.split("-")[1]) + 1 if existing else 1
+        self.count = 0
+
+    def append(self, record: RequestRecord | dict) -> None:
+        with self._lock:
+            self._buf.append(record)
+            self.count += 1
+            due = (len(self._buf) >= self.flush_rows
+                   or time.monotonic() - self._last_flush >= self.flush_interval_s)
+        if due:
+            self.flush()
+
+    def extend(self, records: Iterable[RequestRecord | dict]) -> None:
+        for r in records:
+            self.append(r)
+
+    def flush(self) -> None:
+        with self._lock:
+            buf, self._buf = self._buf, []
+            self._last_flush = time.monotonic()
+            if not buf:
+                return
+            part = self.directory / f"part-{self._next_part:06d}.parquet"
+            self._next_part += 1
+            tmp = part.with_suffix(".tmp")
+            pq.write_table(to_table(buf), tmp)
+            os.replace(tmp, part)
+
+    def close(self) -> None:
+        self.flush()
+
+    def __enter__(self) -> RecordWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_records(path: str | os.PathLike) -> pa.Table:
+    """All records under ``path`` (a part directory, or one Parquet file), in schema order."""
+    p = Path(path)
+    if p.is_dir():
+        parts = sorted(p.glob("part-*.parquet"))
+        if not parts:
+            return SCHEMA.empty_table()
+        tables = [pq.read_table(f) for f in parts]
+        return pa.concat_tables([t.select(FIELD_NAMES).cast(SCHEMA) for t in tables])
+    return pq.read_table(p).select(FIELD_NAMES).cast(SCHEMA)

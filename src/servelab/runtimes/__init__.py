@@ -1,0 +1,1 @@
+"""Runtimes: one interface to run a model (onnxruntime first, torch second)."""

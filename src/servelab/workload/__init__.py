@@ -1,0 +1,1 @@
+"""Arrival processes: numpy arrays of arrival times (Poisson, MMPP, ramps, traces)."""
