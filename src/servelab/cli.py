@@ -14,6 +14,7 @@ from rich.console import Console
 
 from servelab import __version__
 from servelab.analysis.cli import app as analyze_app
+from servelab.analysis.cost_cli import app as cost_app
 from servelab.errors import ServelabError
 from servelab.loadgen.cli import app as loadgen_app
 from servelab.models.cli import app as models_app
@@ -31,6 +32,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(workload_app, name="workload")
 app.add_typer(loadgen_app, name="loadgen")
 app.add_typer(analyze_app, name="analyze")
+app.add_typer(cost_app, name="cost")
 register_platform(app)  # platform up/info, deploy, invoke, functions …
 
 
