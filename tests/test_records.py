@@ -48,3 +48,10 @@ def test_a_new_writer_appends_after_existing_parts(tmp_path: Path) -> None:
     with RecordWriter(tmp_path) as w:
         w.append(RequestRecord(run_id="a", request_id="2"))
     assert read_records(tmp_path).column("request_id").to_pylist() == ["1", "2"]
+
+
+def test_writers_with_prefixes_share_a_directory(tmp_path: Path) -> None:
+    with RecordWriter(tmp_path, prefix="p0-") as a, RecordWriter(tmp_path, prefix="p1-") as b:
+        a.append(RequestRecord(run_id="a", request_id="a1"))
+        b.append(RequestRecord(run_id="a", request_id="b1"))
+    assert sorted(read_records(tmp_path).column("request_id").to_pylist()) == ["a1", "b1"]

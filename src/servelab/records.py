@@ -101,16 +101,19 @@ class RecordWriter:
     """
 
     def __init__(self, directory: str | os.PathLike, *, flush_interval_s: float = 1.0,
-                 flush_rows: int = 50_000) -> None:
+                 flush_rows: int = 50_000, prefix: str = "") -> None:
+        """``prefix`` lets several processes write into one directory without name clashes
+        (``part-p0-000001.parquet``, ``part-p1-000001.parquet`` …)."""
         self.directory = Path(directory)
+        self.prefix = prefix
         self.directory.mkdir(parents=True, exist_ok=True)
         self.flush_interval_s = flush_interval_s
         self.flush_rows = flush_rows
         self._buf: list[RequestRecord | dict] = []
         self._lock = threading.Lock()
         self._last_flush = time.monotonic()
-        existing = sorted(self.directory.glob("part-*.parquet"))
-        self._next_part = int(existing[-1].stem.split("-")[1]) + 1 if existing else 1
+        existing = sorted(self.directory.glob(f"part-{prefix}[0-9]*.parquet"))
+        self._next_part = int(existing[-1].stem.rsplit("-", 1)[1]) + 1 if existing else 1
         self.count = 0
 
     def append(self, record: RequestRecord | dict) -> None:
@@ -132,7 +135,7 @@ class RecordWriter:
             self._last_flush = time.monotonic()
             if not buf:
                 return
-            part = self.directory / f"part-{self._next_part:06d}.parquet"
+            part = self.directory / f"part-{self.prefix}{self._next_part:06d}.parquet"
             self._next_part += 1
             tmp = part.with_suffix(".tmp")
             pq.write_table(to_table(buf), tmp)
