@@ -53,7 +53,7 @@ class RequestRecord:
     cold: bool | None = None
     instance_id: str | None = None
     platform_ms: float | None = None  # request in to response out, inside the platform
-    queue_ms: float | None = None  # waiting for an instance (incl. its start) or a batch slot
+    queue_ms: float | None = None  # waiting for a free instance or a batch; not the init (init_ms)
     init_ms: float | None = None  # cold start total, the sum of the parts below and glue
     init_process_ms: float | None = None
     init_import_ms: float | None = None

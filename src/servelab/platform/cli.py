@@ -1,9 +1,239 @@
-"""``servelab platform up/info``, ``deploy``, ``invoke``, ``functions ls/rm``."""
+"""``servelab platform up/info``, ``servelab deploy``, ``servelab invoke``, ``servelab functions …``."""
 
 from __future__ import annotations
 
+import base64
+import json
+import os
+from pathlib import Path
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from servelab.errors import ConfigError, FunctionExistsError
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+TOKEN_ENV = "SERVELAB_TOKEN"
+URL_ENV = "SERVELAB_PLATFORM"
+
+platform_app = typer.Typer(help="Run the local serverless platform.", no_args_is_help=True)
+functions_app = typer.Typer(help="List, inspect and delete deployed functions.", no_args_is_help=True)
+console = Console()
+
+UrlOpt = typer.Option(None, "--platform", help=f"Platform URL (default: ${URL_ENV} or {DEFAULT_URL}).")
+TokenOpt = typer.Option(None, "--token", help=f"Management token (default: ${TOKEN_ENV}).")
+
+
+def _client(url: str | None, token: str | None):
+    from servelab.platform.client import PlatformClient
+
+    return PlatformClient(url or os.environ.get(URL_ENV, DEFAULT_URL), token=token or os.environ.get(TOKEN_ENV))
+
+
+@platform_app.command("up")
+def up(
+    host: str = typer.Option("127.0.0.1", help="Address to bind. Loopback by default; say 0.0.0.0 to expose it."),
+    port: int = typer.Option(8080, help="TCP port."),
+    home: Path = typer.Option(None, help="State directory (default: $SERVELAB_HOME or ~/.servelab)."),
+    store: str = typer.Option(None, help="Model store URL (default: the local store in HOME; or s3://…)."),
+    token: str = typer.Option(None, help=f"Require this token on management calls (default: ${TOKEN_ENV})."),
+    limits: str = typer.Option("auto", help="Instance limits: auto, cgroup2, cgroup1, rlimit, none."),
+    max_body_mb: float = typer.Option(6.0, help="Largest request body, MB (Lambda: 6)."),
+) -> None:
+    """Start the platform in the foreground (Ctrl-C stops it and its instances)."""
+    from aiohttp import web
+
+    from servelab.config import default_home
+    from servelab.platform.api import make_app
+    from servelab.platform.server import LIMITS_CHOICES, Platform
+
+    if limits not in LIMITS_CHOICES:
+        raise ConfigError(f"--limits must be one of {', '.join(LIMITS_CHOICES)}")
+    home = home or default_home()
+    token = token or os.environ.get(TOKEN_ENV)
+    platform = Platform(home, store_url=store, limits=limits)  # type: ignore[arg-type]
+    app = make_app(platform, token=token, max_body_bytes=int(max_body_mb * 1024 * 1024))
+
+    async def banner(_: web.Application) -> None:
+        li = platform.limits_info
+        console.print(f"[bold green]servelab platform[/] on http://{host}:{port}  home={home}")
+        console.print(f"  limits: {li.mode if li else 'none'} ({li.reason if li else 'disabled'})")
+        console.print(f"  functions: {len(platform.services)}  token: {'required' if token else 'off'}")
+
+    app.on_startup.append(banner)
+    web.run_app(app, host=host, port=port, print=None, handle_signals=True)
+
+
+@platform_app.command("info")
+def info(url: str = UrlOpt, token: str = TokenOpt) -> None:
+    """Which limits mode this machine gives instances, and the running platform's state."""
+    from servelab.errors import LimitsError, PlatformError
+    from servelab.platform.limits import detect
+
+    try:
+        li = detect()
+        console.print(f"limits on this machine: [bold]{li.mode}[/] — {li.reason}")
+    except LimitsError as e:
+        console.print(f"limits on this machine: none usable ({e})")
+    try:
+        console.print_json(data=_client(url, token).info())
+    except PlatformError as e:
+        console.print(f"[yellow]{e}[/]")
+
+
+def _push_model(model: str, client) -> str:
+    """A local ONNX file goes into the platform's store first; a ref or stored name passes through."""
+    path = Path(model)
+    if not path.is_file():
+        return model
+    from servelab.models.store import open_store
+
+    info = client.info()
+    store = open_store(info.get("store_url"), home=Path(info["home"]))
+    return store.put(path.stem.replace(" ", "-")[:64] or "model", path)
+
+
+def _zip_dir(code: Path) -> str:
+    import io
+    import zipfile
+
+    if not code.is_dir():
+        raise ConfigError(f"--code {code} is not a directory")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(code.rglob("*")):
+            if f.is_file() and "__pycache__" not in f.parts:
+                zf.write(f, f.relative_to(code).as_posix())
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def deploy(
+    name: str = typer.Argument(..., help="Function name."),
+    model: str = typer.Option(None, help="ONNX file, store ref (name@sha256:…) or stored model name."),
+    runtime: str = typer.Option("onnxruntime", help="onnxruntime or torch."),
+    memory_mb: int = typer.Option(1024, help="Memory size, MB (128..10240); CPU share follows it."),
+    timeout_s: float = typer.Option(30.0, help="Invocation timeout, seconds."),
+    max_concurrency: int = typer.Option(4, help="Most instances at once."),
+    provisioned: int = typer.Option(0, help="Instances kept warm at all times."),
+    batch_size: int = typer.Option(1, help="Largest batch per instance."),
+    batch_wait_ms: float = typer.Option(0.0, help="Longest a request waits for a batch to fill."),
+    keep_alive_s: float = typer.Option(600.0, help="Idle time before an instance is reclaimed."),
+    keep_alive_policy: str = typer.Option("fixed", help="fixed or hybrid (ATC'20 histogram)."),
+    admission: str = typer.Option("throttle", help="Above max concurrency: throttle (429) or queue."),
+    start_mode: str = typer.Option("fork", help="fork (from a fork server) or spawn (fresh interpreter)."),
+    handler: str = typer.Option(None, help="A Python handler 'module.function' from --code."),
+    code: Path = typer.Option(None, help="Directory holding the handler's code."),
+    env: list[str] = typer.Option(None, help="KEY=VALUE for the function's environment (repeatable)."),
+    url: str = UrlOpt,
+    token: str = TokenOpt,
+) -> None:
+    """Deploy a model (and optionally a handler) as a function; update it if it exists."""
+    client = _client(url, token)
+    variables = {
+        "SERVELAB_RUNTIME": runtime, "SERVELAB_BATCH_SIZE": str(batch_size),
+        "SERVELAB_BATCH_WAIT_MS": str(batch_wait_ms), "SERVELAB_KEEP_ALIVE_S": str(keep_alive_s),
+        "SERVELAB_KEEP_ALIVE_POLICY": keep_alive_policy, "SERVELAB_ADMISSION": admission,
+        "SERVELAB_START_MODE": start_mode, "SERVELAB_MAX_CONCURRENCY": str(max_concurrency),
+    }
+    for item in env or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--env {item!r} must look like KEY=VALUE")
+        variables[key] = value
+    if model:
+        variables["SERVELAB_MODEL"] = _push_model(model, client)
+    body = {"FunctionName": name, "Role": "servelab", "MemorySize": memory_mb, "Timeout": timeout_s,
+            "Handler": handler or "servelab.model", "Environment": {"Variables": variables},
+            "Code": {"ZipFile": _zip_dir(code)} if code else {}}
+    try:
+        cfg = client.create(body)
+        verb = "created"
+    except FunctionExistsError:
+        if code:
+            raise ConfigError(f"function {name!r} exists; code cannot be updated in place: "
+                              f"'servelab functions rm {name}' first") from None
+        cfg = client.update(name, {k: v for k, v in body.items() if k not in ("Code", "Role", "FunctionName")})
+        verb = "updated"
+    if provisioned:
+        client.put_provisioned(name, provisioned)
+    console.print(f"[green]{verb}[/] {cfg['FunctionName']}  memory={cfg['MemorySize']} MB  "
+                  f"model={cfg['Environment']['Variables'].get('SERVELAB_MODEL', '-')}")
+
+
+def invoke(
+    name: str = typer.Argument(..., help="Function name."),
+    payload: str = typer.Option(None, help="JSON payload, or @FILE."),
+    random_batch: int = typer.Option(0, "--random", help="Send a random input of this batch size "
+                                                         "(read from the model's metadata)."),
+    log: bool = typer.Option(True, help="Print the REPORT line."),
+    url: str = UrlOpt,
+    token: str = TokenOpt,
+) -> None:
+    """Invoke a function once and print its response and REPORT line."""
+    client = _client(url, token)
+    if payload and random_batch:
+        raise ConfigError("give --payload or --random, not both")
+    if random_batch:
+        import numpy as np
+
+        from servelab.tensors import V2_TO_NUMPY, TensorSpec, encode_tensor
+
+        meta = client.model_metadata(name)
+        rng = np.random.default_rng(0)
+        tensors = []
+        for i in meta["inputs"]:
+            spec = TensorSpec(i["name"], tuple(d if d >= 0 else None for d in i["shape"]),
+                              V2_TO_NUMPY[i["datatype"]].name)
+            tensors.append(encode_tensor(spec.name, spec.random(random_batch, rng=rng), binary=True))
+        body = json.dumps({"inputs": tensors}).encode()
+    elif payload:
+        body = Path(payload[1:]).read_bytes() if payload.startswith("@") else payload.encode()
+    else:
+        body = b"{}"
+    _, headers, out = client.invoke(name, body, log=log)
+    text = out.decode(errors="replace")
+    console.print(text if len(text) < 2000 else text[:2000] + f"… ({len(text)} bytes)", markup=False)
+    if headers.get("X-Amz-Function-Error"):
+        console.print(f"[red]function error: {headers['X-Amz-Function-Error']}[/]")
+    if log and headers.get("X-Amz-Log-Result"):
+        console.print(base64.b64decode(headers["X-Amz-Log-Result"]).decode().strip().splitlines()[-1],
+                      markup=False)
+
+
+@functions_app.command("ls")
+def functions_ls(url: str = UrlOpt, token: str = TokenOpt) -> None:
+    """List deployed functions."""
+    t = Table("name", "memory MB", "timeout s", "model", "runtime", "batch", "start", "modified")
+    for f in _client(url, token).list():
+        v = f["Environment"]["Variables"]
+        t.add_row(f["FunctionName"], str(f["MemorySize"]), str(f["Timeout"]),
+                  (v.get("SERVELAB_MODEL") or f["Handler"])[:40], v.get("SERVELAB_RUNTIME", ""),
+                  v.get("SERVELAB_BATCH_SIZE", ""), v.get("SERVELAB_START_MODE", ""), f["LastModified"][:19])
+    console.print(t)
+
+
+@functions_app.command("rm")
+def functions_rm(name: str, url: str = UrlOpt, token: str = TokenOpt) -> None:
+    """Delete a function and stop its instances."""
+    _client(url, token).delete(name)
+    console.print(f"deleted {name}")
+
+
+@functions_app.command("instances")
+def functions_instances(name: str, url: str = UrlOpt, token: str = TokenOpt) -> None:
+    """Show a function's instances and their states."""
+    snap = _client(url, token).instances(name)
+    t = Table("id", "state", "kind", "provisioned", "pid", "served", "age s", "idle s", "init ms", "rss MB")
+    for i in snap["instances"]:
+        t.add_row(i["id"], i["state"], i["kind"], str(i["provisioned"]), str(i["pid"]), str(i["served"]),
+                  str(i["age_s"]), str(i["idle_s"] or ""), str(i["init_ms"]), str(i["max_rss_mb"]))
+    console.print(t)
+    console.print(f"waiting requests: {snap['waiting']}")
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.add_typer(platform_app, name="platform")
+    app.add_typer(functions_app, name="functions")
+    app.command("deploy")(deploy)
+    app.command("invoke")(invoke)

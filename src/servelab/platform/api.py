@@ -1,0 +1,431 @@
+"""HTTP in front of the platform (aiohttp): the AWS Lambda REST API, the Open Inference
+Protocol (KServe v2), Prometheus ``/metrics``, and servelab's own read-only views.
+
+Lambda routes follow botocore's service model closely enough that
+``boto3.client("lambda", endpoint_url=...)`` works unchanged; errors carry Lambda's
+``x-amzn-ErrorType`` header and ``{"Type", "message"}`` body so boto3 raises the right
+exception class. Management routes can require a token: ``Authorization: Bearer TOKEN``, or
+boto3 with ``aws_access_key_id=TOKEN`` (read from its SigV4 ``Credential=``).
+aiohttp sets TCP_NODELAY on every accepted socket, so a response never waits on Nagle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import json
+import re
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from servelab import __version__
+from servelab.errors import (
+    ConfigError,
+    FunctionExistsError,
+    FunctionNotFoundError,
+    InputValidationError,
+    InvalidNameError,
+    PlatformError,
+    RefNotFoundError,
+    ServelabError,
+    StoreError,
+)
+from servelab.platform.functions import (
+    BUILTIN_MODEL_HANDLER,
+    apply_servelab_vars,
+    lambda_configuration,
+    make_config,
+)
+from servelab.platform.meter import report_line
+from servelab.platform.server import Platform
+
+DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024  # Lambda's synchronous payload limit
+LOG_TAIL_BYTES = 4096
+PLATFORM_KEY = web.AppKey("platform", Platform)
+TOKEN_KEY = web.AppKey("token", str)
+MAX_BODY_KEY = web.AppKey("max_body_bytes", int)
+BACKGROUND_KEY = web.AppKey("background", set)
+_CREDENTIAL_RE = re.compile(r"Credential=([^/,\s]+)/")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def lambda_error(status: int, error_type: str, message: str) -> web.Response:
+    return web.json_response({"Type": "User", "message": message}, status=status,
+                             headers={"x-amzn-ErrorType": error_type})
+
+
+def _error_response(e: Exception) -> web.Response:
+    if isinstance(e, FunctionNotFoundError | RefNotFoundError):
+        return lambda_error(404, "ResourceNotFoundException", str(e))
+    if isinstance(e, FunctionExistsError):
+        return lambda_error(409, "ResourceConflictException", str(e))
+    if isinstance(e, ConfigError | InvalidNameError | InputValidationError | StoreError):
+        return lambda_error(400, "InvalidParameterValueException", str(e))
+    if isinstance(e, PlatformError):
+        return lambda_error(503, "ServiceException", str(e))
+    return lambda_error(500, "ServiceException", f"{type(e).__name__}: {e}")
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every servelab error becomes a status code and a message that says what to fix."""
+    try:
+        return await handler(request)
+    except web.HTTPRequestEntityTooLarge:
+        return lambda_error(413, "RequestTooLargeException",
+                            f"Request must be smaller than {request.app[MAX_BODY_KEY]} bytes for the Invoke "
+                            "operation")
+    except web.HTTPException:
+        raise
+    except ServelabError as e:
+        return _error_response(e)
+    except json.JSONDecodeError as e:
+        return lambda_error(400, "InvalidRequestContentException",
+                            f"Could not parse request body into json: {e}")
+
+
+def _authorized(request: web.Request, token: str | None) -> bool:
+    if not token:
+        return True
+    auth = request.headers.get("Authorization", "")
+    if auth.startswith("Bearer "):
+        return hmac.compare_digest(auth[7:].strip(), token)
+    m = _CREDENTIAL_RE.search(auth)
+    return bool(m) and hmac.compare_digest(m.group(1), token)
+
+
+def management(handler: Handler) -> Handler:
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        if not _authorized(request, request.app[TOKEN_KEY]):
+            return lambda_error(403, "AccessDeniedException",
+                                "this platform requires a token: send 'Authorization: Bearer TOKEN' "
+                                "or use it as the AWS access key id")
+        return await handler(request)
+    return wrapped
+
+
+def _platform(request: web.Request) -> Platform:
+    return request.app[PLATFORM_KEY]
+
+
+# ---- Lambda: functions ---------------------------------------------------------------------
+def _config_from_create(body: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
+    if not isinstance(body, dict):
+        raise ConfigError("the request body must be a JSON object")
+    name = body.get("FunctionName")
+    if not name:
+        raise ConfigError("FunctionName is required")
+    data: dict[str, Any] = {"name": name}
+    if "MemorySize" in body:
+        data["memory_mb"] = body["MemorySize"]
+    if "Timeout" in body:
+        data["timeout_s"] = body["Timeout"]
+    if body.get("Description"):
+        data["description"] = body["Description"]
+    if body.get("Runtime"):
+        data["lambda_runtime"] = body["Runtime"]
+    handler = body.get("Handler") or BUILTIN_MODEL_HANDLER
+    data["handler"] = handler
+    tags = {k: v for k, v in (body.get("Tags") or {}).items() if k.startswith("SERVELAB_")}
+    variables = {**tags, **((body.get("Environment") or {}).get("Variables") or {})}
+    data["env"] = apply_servelab_vars(data, variables)
+    code = body.get("Code") or {}
+    zip_b64 = code.get("ZipFile")
+    code_zip = None
+    if zip_b64:
+        try:
+            code_zip = base64.b64decode(zip_b64, validate=True)
+        except ValueError:
+            raise ConfigError("Code.ZipFile must be base64") from None
+    return data, code_zip
+
+
+@management
+async def create_function(request: web.Request) -> web.Response:
+    p = _platform(request)
+    data, code_zip = _config_from_create(await request.json())
+    cfg = make_config(data)
+    ts = await p.create(cfg, code_zip=code_zip)
+    cfg, _ = p.get(cfg.name)
+    return web.json_response(lambda_configuration(cfg, last_modified=ts), status=201)
+
+
+async def list_functions(request: web.Request) -> web.Response:
+    p = _platform(request)
+    return web.json_response({"Functions": [lambda_configuration(c, last_modified=ts)
+                                            for c, ts in p.registry.list()]})
+
+
+async def get_function(request: web.Request) -> web.Response:
+    p = _platform(request)
+    cfg, ts = p.get(request.match_info["name"])
+    return web.json_response({
+        "Configuration": lambda_configuration(cfg, last_modified=ts),
+        "Code": {"RepositoryType": "servelab", "Location": f"servelab://functions/{cfg.name}"},
+        "Concurrency": {"ReservedConcurrentExecutions": cfg.max_concurrency},
+        "Tags": {},
+    })
+
+
+async def get_function_configuration(request: web.Request) -> web.Response:
+    cfg, ts = _platform(request).get(request.match_info["name"])
+    return web.json_response(lambda_configuration(cfg, last_modified=ts))
+
+
+@management
+async def update_function_configuration(request: web.Request) -> web.Response:
+    p = _platform(request)
+    name = request.match_info["name"]
+    body = await request.json()
+    cfg, _ = p.get(name)
+    data = cfg.model_dump()
+    if "MemorySize" in body:
+        data["memory_mb"] = body["MemorySize"]
+    if "Timeout" in body:
+        data["timeout_s"] = body["Timeout"]
+    if "Description" in body:
+        data["description"] = body["Description"]
+    if "Handler" in body:
+        data["handler"] = body["Handler"]
+    if "Environment" in body:
+        variables = (body.get("Environment") or {}).get("Variables") or {}
+        data["env"] = apply_servelab_vars(data, variables)
+    new = make_config(data)
+    new, ts = await p.update(name, **{k: v for k, v in new.model_dump().items() if k != "name"})
+    return web.json_response(lambda_configuration(new, last_modified=ts))
+
+
+@management
+async def delete_function(request: web.Request) -> web.Response:
+    await _platform(request).delete(request.match_info["name"])
+    return web.Response(status=204)
+
+
+@management
+async def put_provisioned(request: web.Request) -> web.Response:
+    p = _platform(request)
+    body = await request.json()
+    n = body.get("ProvisionedConcurrentExecutions")
+    if not isinstance(n, int) or n < 0:
+        raise ConfigError("ProvisionedConcurrentExecutions must be a non-negative integer")
+    cfg, ts = await p.update(request.match_info["name"], provisioned=n)
+    return web.json_response(_provisioned_view(p, cfg.name, ts), status=202)
+
+
+async def get_provisioned(request: web.Request) -> web.Response:
+    p = _platform(request)
+    cfg, ts = p.get(request.match_info["name"])
+    if cfg.provisioned == 0:
+        return lambda_error(404, "ProvisionedConcurrencyConfigNotFoundException",
+                            f"No Provisioned Concurrency Config found for function: {cfg.name}")
+    return web.json_response(_provisioned_view(p, cfg.name, ts))
+
+
+@management
+async def delete_provisioned(request: web.Request) -> web.Response:
+    await _platform(request).update(request.match_info["name"], provisioned=0)
+    return web.Response(status=204)
+
+
+def _provisioned_view(p: Platform, name: str, ts: str) -> dict[str, Any]:
+    svc = p.service(name)
+    ready = sum(1 for i in svc.instances.values() if i.provisioned and i.state in ("idle", "busy"))
+    want = svc.config.provisioned
+    return {"RequestedProvisionedConcurrentExecutions": want,
+            "AllocatedProvisionedConcurrentExecutions": ready,
+            "AvailableProvisionedConcurrentExecutions": ready,
+            "Status": "READY" if ready >= want else "IN_PROGRESS", "LastModified": ts}
+
+
+@management
+async def put_concurrency(request: web.Request) -> web.Response:
+    body = await request.json()
+    n = body.get("ReservedConcurrentExecutions")
+    if not isinstance(n, int) or n < 1:
+        raise ConfigError("ReservedConcurrentExecutions must be an integer >= 1 (servelab's max concurrency)")
+    cfg, _ = await _platform(request).update(request.match_info["name"], max_concurrency=n)
+    return web.json_response({"ReservedConcurrentExecutions": cfg.max_concurrency})
+
+
+# ---- Lambda: invoke ------------------------------------------------------------------------
+def _facts_header(inv) -> str:
+    rec = inv.record
+    if rec is None:
+        return "{}"
+    keys = ("start_kind", "cold", "instance_id", "platform_ms", "queue_ms", "init_ms", "init_process_ms",
+            "init_import_ms", "init_fetch_ms", "init_load_ms", "inference_ms", "duration_ms", "billed_ms",
+            "memory_mb", "max_memory_used_mb", "batch_size")
+    d = rec.to_dict()
+    return json.dumps({k: d[k] for k in keys if d.get(k) is not None}, separators=(",", ":"))
+
+
+def _log_result(inv) -> str:
+    rid = inv.request_id
+    text = f"START RequestId: {rid} Version: $LATEST\n{inv.log}END RequestId: {rid}\n"
+    if inv.record is not None:
+        text += report_line(inv.record) + "\n"
+    raw = text.encode()[-LOG_TAIL_BYTES:]
+    return base64.b64encode(raw).decode()
+
+
+async def invoke(request: web.Request) -> web.StreamResponse:
+    p = _platform(request)
+    name = request.match_info["name"]
+    svc = p.service(name)  # 404 before reading the body
+    kind = request.headers.get("X-Amz-Invocation-Type", "RequestResponse")
+    body = await request.read()
+    request_id = str(uuid.uuid4())
+    if kind == "DryRun":
+        return web.Response(status=204, headers={"x-amzn-RequestId": request_id})
+    if kind == "Event":
+        async def background() -> None:
+            await svc.invoke(body, request_id)
+
+        request.app[BACKGROUND_KEY].add(t := asyncio.create_task(background()))
+        t.add_done_callback(request.app[BACKGROUND_KEY].discard)
+        return web.Response(status=202, headers={"x-amzn-RequestId": request_id})
+    if kind != "RequestResponse":
+        return lambda_error(400, "InvalidParameterValueException",
+                            "X-Amz-Invocation-Type must be RequestResponse, Event or DryRun")
+    inv = await svc.invoke(body, request_id)
+    headers = {"x-amzn-RequestId": request_id, "X-Amz-Executed-Version": "$LATEST",
+               "X-Servelab-Facts": _facts_header(inv), "Content-Type": "application/json",
+               **inv.extra_headers}
+    if inv.function_error:
+        headers["X-Amz-Function-Error"] = "Unhandled"
+    if request.headers.get("X-Amz-Log-Type") == "Tail" and inv.http_status == 200:
+        headers["X-Amz-Log-Result"] = _log_result(inv)
+    return web.Response(status=inv.http_status, body=inv.payload, headers=headers)
+
+
+# ---- Open Inference Protocol (KServe v2) ------------------------------------------------------
+async def v2_live(request: web.Request) -> web.Response:
+    return web.json_response({"live": True})
+
+
+async def v2_ready(request: web.Request) -> web.Response:
+    return web.json_response({"ready": True})
+
+
+def _v2_error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+async def v2_model(request: web.Request) -> web.Response:
+    p = _platform(request)
+    name = request.match_info["name"]
+    try:
+        meta = await p.model_metadata(name)
+        cfg = p.service(name).config
+    except FunctionNotFoundError as e:
+        return _v2_error(404, str(e))
+    except ServelabError as e:
+        return _v2_error(400, str(e))
+    return web.json_response({"name": name, "versions": ["1"], "platform": f"{cfg.runtime}_onnx", **meta})
+
+
+async def v2_model_ready(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    if name not in _platform(request).services:
+        return _v2_error(404, f"model {name!r} not found")
+    return web.json_response({"name": name, "ready": True})  # scale from zero buffers: always servable
+
+
+async def v2_infer(request: web.Request) -> web.Response:
+    p = _platform(request)
+    name = request.match_info["name"]
+    if name not in p.services:
+        return _v2_error(404, f"model {name!r} not found")
+    inv = await p.invoke(name, await request.read())
+    headers = {"X-Servelab-Facts": _facts_header(inv)}
+    if inv.status == "throttled":
+        return web.json_response({"error": "too many requests: the model is at its maximum concurrency"},
+                                 status=429, headers=headers)
+    if inv.function_error or inv.status != "ok":
+        try:
+            msg = json.loads(inv.payload).get("errorMessage", inv.payload.decode(errors="replace"))
+        except (ValueError, AttributeError):
+            msg = inv.payload.decode(errors="replace")
+        status = 400 if inv.error_type == "Unhandled" else 504 if inv.status == "timeout" else 500
+        return _v2_error(status, msg)
+    return web.Response(body=inv.payload, content_type="application/json", headers=headers)
+
+
+# ---- servelab views --------------------------------------------------------------------------
+async def metrics(request: web.Request) -> web.Response:
+    p = _platform(request)
+    g = p.meter.instances
+    g.clear()
+    for name, svc in p.services.items():
+        for state in ("starting", "idle", "busy"):
+            g.labels(name, state).set(svc.count(state))
+    return web.Response(body=p.meter.exposition(), content_type="text/plain", charset="utf-8",
+                        headers={"X-Content-Type-Options": "nosniff"})
+
+
+async def info(request: web.Request) -> web.Response:
+    p = _platform(request)
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    nodelay = None
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        nodelay = bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+    li = p.limits_info
+    return web.json_response({
+        "version": __version__,
+        "limits": {"mode": li.mode if li else "none", "reason": li.reason if li else "limits disabled"},
+        "functions": len(p.services), "records_dir": str(p.home / "records"),
+        "home": str(p.home), "store_url": p.store_url,
+        "max_body_bytes": request.app[MAX_BODY_KEY], "token_required": bool(request.app[TOKEN_KEY]),
+        "tcp_nodelay": nodelay,
+    })
+
+
+async def instances(request: web.Request) -> web.Response:
+    return web.json_response(_platform(request).service(request.match_info["name"]).snapshot())
+
+
+def make_app(platform: Platform, *, token: str | None = None,
+             max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> web.Application:
+    app = web.Application(client_max_size=max_body_bytes, middlewares=[errors_middleware])
+    app[PLATFORM_KEY] = platform
+    app[TOKEN_KEY] = token  # type: ignore[assignment]
+    app[MAX_BODY_KEY] = max_body_bytes
+    app[BACKGROUND_KEY] = set()
+    fn = "/2015-03-31/functions/{name}"
+    app.router.add_post("/2015-03-31/functions", create_function)
+    app.router.add_post("/2015-03-31/functions/", create_function)
+    app.router.add_get("/2015-03-31/functions", list_functions)
+    app.router.add_get("/2015-03-31/functions/", list_functions)
+    app.router.add_get(fn, get_function)
+    app.router.add_delete(fn, delete_function)
+    app.router.add_get(fn + "/configuration", get_function_configuration)
+    app.router.add_put(fn + "/configuration", update_function_configuration)
+    app.router.add_post(fn + "/invocations", invoke)
+    app.router.add_put("/2019-09-30/functions/{name}/provisioned-concurrency", put_provisioned)
+    app.router.add_get("/2019-09-30/functions/{name}/provisioned-concurrency", get_provisioned)
+    app.router.add_delete("/2019-09-30/functions/{name}/provisioned-concurrency", delete_provisioned)
+    app.router.add_put("/2017-10-31/functions/{name}/concurrency", put_concurrency)
+    app.router.add_get("/v2/health/live", v2_live)
+    app.router.add_get("/v2/health/ready", v2_ready)
+    app.router.add_get("/v2/models/{name}", v2_model)
+    app.router.add_get("/v2/models/{name}/ready", v2_model_ready)
+    app.router.add_post("/v2/models/{name}/infer", v2_infer)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/servelab/v1/info", info)
+    app.router.add_get("/servelab/v1/functions/{name}/instances", instances)
+
+    async def on_startup(app: web.Application) -> None:
+        await platform.start()
+
+    async def on_cleanup(app: web.Application) -> None:
+        await platform.close()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    return app

@@ -1,0 +1,228 @@
+"""A function's configuration, its persistence (SQLite), and its mapping to AWS Lambda's API.
+
+A function is a model (a store ref) + a runtime + limits and policies. Every setting lives in
+:class:`FunctionConfig`, validated once; the platform never reads a loose dict.
+
+Lambda's ``CreateFunction`` has no fields for models or batching, so servelab reads them from
+the function's environment variables (or tags) with the ``SERVELAB_`` prefix — see
+:data:`LAMBDA_ENV_KEYS` and docs/platform.md for the full mapping.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from servelab.config import validate_name
+from servelab.errors import ConfigError, FunctionExistsError, FunctionNotFoundError
+from servelab.platform.backend import StartMode
+from servelab.platform.policies import AdmissionMode, KeepAliveKind
+
+BUILTIN_MODEL_HANDLER = "servelab.model"
+RuntimeName = Literal["onnxruntime", "torch"]
+
+
+class BatchingConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    max_batch_size: int = Field(1, ge=1, le=1024)
+    max_wait_ms: float = Field(0.0, ge=0, le=60_000)
+
+
+class KeepAliveConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    kind: KeepAliveKind = "fixed"
+    keep_alive_s: float = Field(600.0, ge=0)  # the clouds keep an idle instance ~10 minutes
+    params: dict[str, float] = Field(default_factory=dict)  # extra parameters of the hybrid policy
+
+
+class FunctionConfig(BaseModel):
+    """Everything about one function. Units are in the names."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    model: str | None = None  # a store ref "name@sha256:…" (deploy puts a local file into the store)
+    runtime: RuntimeName = "onnxruntime"
+    handler: str = BUILTIN_MODEL_HANDLER  # or "module.function" from the function's code
+    memory_mb: int = Field(1024, ge=128, le=10240)
+    timeout_s: float = Field(30.0, gt=0, le=900)
+    max_concurrency: int = Field(4, ge=1, le=1000)
+    provisioned: int = Field(0, ge=0)
+    batching: BatchingConfig = BatchingConfig()
+    keep_alive: KeepAliveConfig = KeepAliveConfig()
+    admission: AdmissionMode = "throttle"  # Lambda's default: 429 above the concurrency limit
+    max_queue: int = Field(100, ge=0)
+    max_queue_wait_s: float = Field(10.0, ge=0)
+    start_mode: StartMode = "fork"
+    threads: int | None = Field(None, ge=1, le=64)  # default: from the memory size's vCPUs
+    env: dict[str, str] = Field(default_factory=dict)
+    description: str = ""
+    billing_rounding_ms: int = Field(1, ge=1)  # AWS Lambda bills in 1 ms steps
+    code_sha256: str | None = None
+    code_size: int = 0
+    lambda_runtime: str = "python3.11"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return validate_name(v, what="function name")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FunctionConfig:
+        if self.provisioned > self.max_concurrency:
+            raise ValueError(f"provisioned ({self.provisioned}) cannot exceed max_concurrency "
+                             f"({self.max_concurrency})")
+        if self.handler == BUILTIN_MODEL_HANDLER and not self.model:
+            raise ValueError("the built-in model handler needs a model: set 'model' (or SERVELAB_MODEL)")
+        return self
+
+    def updated(self, **changes: Any) -> FunctionConfig:
+        return make_config({**self.model_dump(), **changes})
+
+
+def make_config(data: dict[str, Any]) -> FunctionConfig:
+    """Validate ``data`` into a config; errors name the field and what is allowed."""
+    try:
+        return FunctionConfig.model_validate(data)
+    except ValidationError as e:
+        msgs = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}"
+                         for err in e.errors())
+        raise ConfigError(f"invalid function configuration: {msgs}") from None
+
+
+# Lambda environment variable (or tag) -> (FunctionConfig path, type)
+LAMBDA_ENV_KEYS: dict[str, tuple[str, type]] = {
+    "SERVELAB_MODEL": ("model", str),
+    "SERVELAB_RUNTIME": ("runtime", str),
+    "SERVELAB_BATCH_SIZE": ("batching.max_batch_size", int),
+    "SERVELAB_BATCH_WAIT_MS": ("batching.max_wait_ms", float),
+    "SERVELAB_KEEP_ALIVE_POLICY": ("keep_alive.kind", str),
+    "SERVELAB_KEEP_ALIVE_S": ("keep_alive.keep_alive_s", float),
+    "SERVELAB_ADMISSION": ("admission", str),
+    "SERVELAB_MAX_QUEUE": ("max_queue", int),
+    "SERVELAB_MAX_QUEUE_WAIT_S": ("max_queue_wait_s", float),
+    "SERVELAB_START_MODE": ("start_mode", str),
+    "SERVELAB_THREADS": ("threads", int),
+    "SERVELAB_MAX_CONCURRENCY": ("max_concurrency", int),
+    "SERVELAB_BILLING_ROUNDING_MS": ("billing_rounding_ms", int),
+}
+
+
+def apply_servelab_vars(data: dict[str, Any], variables: dict[str, str]) -> dict[str, str]:
+    """Move ``SERVELAB_*`` settings from ``variables`` into ``data``; return the rest (the
+    function's own environment). Unknown ``SERVELAB_*`` keys are an error, not ignored."""
+    rest: dict[str, str] = {}
+    for key, value in variables.items():
+        if not key.startswith("SERVELAB_"):
+            rest[key] = value
+            continue
+        if key not in LAMBDA_ENV_KEYS:
+            raise ConfigError(f"unknown setting {key}; servelab reads {', '.join(sorted(LAMBDA_ENV_KEYS))}")
+        path, typ = LAMBDA_ENV_KEYS[key]
+        try:
+            converted = typ(value)
+        except ValueError:
+            raise ConfigError(f"{key}={value!r} is not a valid {typ.__name__}") from None
+        target = data
+        *parents, leaf = path.split(".")
+        for p in parents:
+            target = target.setdefault(p, {})
+        target[leaf] = converted
+    return rest
+
+
+def lambda_configuration(cfg: FunctionConfig, *, last_modified: str) -> dict[str, Any]:
+    """The function as Lambda's ``FunctionConfiguration`` shape shows it."""
+    env = dict(cfg.env)
+    if cfg.model:
+        env["SERVELAB_MODEL"] = cfg.model
+    env["SERVELAB_RUNTIME"] = cfg.runtime
+    env["SERVELAB_BATCH_SIZE"] = str(cfg.batching.max_batch_size)
+    env["SERVELAB_BATCH_WAIT_MS"] = str(cfg.batching.max_wait_ms)
+    env["SERVELAB_KEEP_ALIVE_POLICY"] = cfg.keep_alive.kind
+    env["SERVELAB_KEEP_ALIVE_S"] = str(cfg.keep_alive.keep_alive_s)
+    env["SERVELAB_ADMISSION"] = cfg.admission
+    env["SERVELAB_START_MODE"] = cfg.start_mode
+    return {
+        "FunctionName": cfg.name,
+        "FunctionArn": f"arn:aws:lambda:local:000000000000:function:{cfg.name}",
+        "Runtime": cfg.lambda_runtime,
+        "Role": "arn:aws:iam::000000000000:role/servelab",
+        "Handler": cfg.handler,
+        "CodeSize": cfg.code_size,
+        "CodeSha256": cfg.code_sha256 or "",
+        "Description": cfg.description,
+        "Timeout": int(cfg.timeout_s) if float(cfg.timeout_s).is_integer() else cfg.timeout_s,
+        "MemorySize": cfg.memory_mb,
+        "LastModified": last_modified,
+        "Version": "$LATEST",
+        "Environment": {"Variables": env},
+        "State": "Active",
+        "LastUpdateStatus": "Successful",
+        "PackageType": "Zip",
+        "Architectures": ["x86_64"],
+    }
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000"
+
+
+class FunctionRegistry:
+    """Deployed functions, persisted in SQLite so a restarted platform still knows them."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS functions (name TEXT PRIMARY KEY, config TEXT NOT NULL,"
+                         " created TEXT NOT NULL, modified TEXT NOT NULL)")
+        self._lock = threading.Lock()
+
+    def create(self, cfg: FunctionConfig) -> str:
+        ts = now_iso()
+        with self._lock:
+            try:
+                self._db.execute("INSERT INTO functions VALUES (?, ?, ?, ?)",
+                                 (cfg.name, cfg.model_dump_json(), ts, ts))
+            except sqlite3.IntegrityError:
+                raise FunctionExistsError(f"function {cfg.name!r} already exists",
+                                          function=cfg.name) from None
+        return ts
+
+    def update(self, cfg: FunctionConfig) -> str:
+        ts = now_iso()
+        with self._lock:
+            cur = self._db.execute("UPDATE functions SET config = ?, modified = ? WHERE name = ?",
+                                   (cfg.model_dump_json(), ts, cfg.name))
+        if cur.rowcount == 0:
+            raise FunctionNotFoundError(f"function {cfg.name!r} not found", function=cfg.name)
+        return ts
+
+    def get(self, name: str) -> tuple[FunctionConfig, str]:
+        with self._lock:
+            row = self._db.execute("SELECT config, modified FROM functions WHERE name = ?",
+                                   (name,)).fetchone()
+        if row is None:
+            raise FunctionNotFoundError(f"function {name!r} not found", function=name)
+        return FunctionConfig.model_validate(json.loads(row[0])), row[1]
+
+    def list(self) -> list[tuple[FunctionConfig, str]]:
+        with self._lock:
+            rows = self._db.execute("SELECT config, modified FROM functions ORDER BY name").fetchall()
+        return [(FunctionConfig.model_validate(json.loads(c)), m) for c, m in rows]
+
+    def delete(self, name: str) -> None:
+        with self._lock:
+            cur = self._db.execute("DELETE FROM functions WHERE name = ?", (name,))
+        if cur.rowcount == 0:
+            raise FunctionNotFoundError(f"function {name!r} not found", function=name)
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,206 @@
+"""The platform: functions, their services, the instance backend, the meter, the reconciler.
+
+:class:`Platform` is the control plane; ``api.py`` puts HTTP in front of it. Start it with
+``async with Platform(home) as p:`` or ``servelab platform up``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import shutil
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from servelab.config import validate_name
+from servelab.errors import ConfigError, FunctionNotFoundError, LimitsError
+from servelab.platform.backend import LocalProcessBackend
+from servelab.platform.functions import FunctionConfig, FunctionRegistry
+from servelab.platform.limits import LimitsInfo, cleanup_stale, detect
+from servelab.platform.meter import Meter
+from servelab.platform.service import FunctionService, Invocation
+
+LimitsChoice = Literal["auto", "cgroup2", "cgroup1", "rlimit", "none"]
+LIMITS_CHOICES: tuple[LimitsChoice, ...] = ("auto", "cgroup2", "cgroup1", "rlimit", "none")
+MAX_CODE_BYTES = 50 * 1024 * 1024  # Lambda's zipped deployment package limit
+
+
+def resolve_limits(choice: LimitsChoice) -> LimitsInfo | None:
+    """The limits mode to use: ``auto`` picks the strongest this machine allows."""
+    if choice == "none":
+        return None
+    if choice not in LIMITS_CHOICES:
+        raise ConfigError(f"limits must be one of {', '.join(LIMITS_CHOICES)}, got {choice!r}")
+    return detect(prefer=None if choice == "auto" else choice)
+
+
+class Platform:
+    def __init__(self, home: Path, *, store_url: str | None = None, limits: LimitsChoice = "auto",
+                 preload: list[str] | None = None, reconcile_interval_s: float = 0.1) -> None:
+        self.home = Path(home)
+        self.store_url = store_url
+        self.limits_choice = limits
+        self.preload = preload or ["onnxruntime"]
+        self.reconcile_interval_s = reconcile_interval_s
+        self.services: dict[str, FunctionService] = {}
+        self.limits_info: LimitsInfo | None = None
+        self._reconciler: asyncio.Task | None = None
+        self._model_meta: dict[str, dict[str, Any]] = {}
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.limits_info = resolve_limits(self.limits_choice)
+        if self.limits_info is not None and self.limits_info.mode != "rlimit":
+            with contextlib.suppress(LimitsError, OSError):
+                cleanup_stale(self.limits_info)
+        self.registry = FunctionRegistry(self.home / "platform.db")
+        self.meter = Meter(self.home / "records")
+        self.backend = LocalProcessBackend(preload=self.preload)
+        for cfg, _ in self.registry.list():
+            self._add_service(cfg)
+        if any(s.config.start_mode == "fork" for s in self.services.values()):
+            await self.backend.warm_up()
+        self._reconciler = asyncio.create_task(self._reconcile_loop())
+
+    async def close(self) -> None:
+        if self._reconciler:
+            self._reconciler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconciler
+        await asyncio.gather(*(s.close() for s in self.services.values()), return_exceptions=True)
+        await self.backend.close()
+        self.meter.close()
+        self.registry.close()
+
+    async def __aenter__(self) -> Platform:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            for svc in list(self.services.values()):
+                try:
+                    svc.reconcile()
+                except Exception:  # one function's trouble must not stop the others' reconcile
+                    import logging
+
+                    logging.getLogger(__name__).exception("reconcile failed for %s", svc.config.name)
+            await asyncio.sleep(self.reconcile_interval_s)
+
+    # ---- functions -----------------------------------------------------------------------
+    def code_dir(self, name: str) -> Path:
+        return self.home / "functions" / validate_name(name, what="function name") / "code"
+
+    def _add_service(self, cfg: FunctionConfig) -> FunctionService:
+        code = self.code_dir(cfg.name)
+        svc = FunctionService(cfg, backend=self.backend, limits_info=self.limits_info, meter=self.meter,
+                              home=self.home, store_url=self.store_url,
+                              code_dir=code if code.exists() else None)
+        self.services[cfg.name] = svc
+        return svc
+
+    def store(self):
+        from servelab.models.store import open_store
+
+        return open_store(self.store_url, home=self.home)
+
+    def resolve_model(self, model: str | None) -> str | None:
+        """A store ref or name → the full ref (so a function always runs one exact model)."""
+        if model is None:
+            return None
+        return self.store().resolve(model).ref
+
+    async def create(self, cfg: FunctionConfig, *, code_zip: bytes | None = None) -> str:
+        cfg = cfg.updated(model=await asyncio.to_thread(self.resolve_model, cfg.model))
+        if code_zip:
+            sha, size = await asyncio.to_thread(self._unpack_code, cfg.name, code_zip)
+            cfg = cfg.updated(code_sha256=sha, code_size=size)
+        ts = self.registry.create(cfg)
+        self._add_service(cfg)
+        if cfg.start_mode == "fork":
+            await self.backend.warm_up()
+        return ts
+
+    async def update(self, name: str, **changes: Any) -> tuple[FunctionConfig, str]:
+        cfg, _ = self.registry.get(name)
+        if "model" in changes:
+            changes["model"] = await asyncio.to_thread(self.resolve_model, changes["model"])
+        new = cfg.updated(**changes)
+        ts = self.registry.update(new)
+        old = self.services.pop(name, None)
+        self._add_service(new)  # new requests see the new configuration at once
+        self._model_meta.pop(name, None)
+        if old is not None:
+            await old.close()  # like Lambda, instances of the old configuration are not reused
+        return new, ts
+
+    async def delete(self, name: str) -> None:
+        self.registry.delete(name)
+        svc = self.services.pop(name, None)
+        self._model_meta.pop(name, None)
+        if svc is not None:
+            await svc.close()
+        shutil.rmtree(self.home / "functions" / name, ignore_errors=True)
+
+    def get(self, name: str) -> tuple[FunctionConfig, str]:
+        return self.registry.get(name)
+
+    def service(self, name: str) -> FunctionService:
+        try:
+            return self.services[name]
+        except KeyError:
+            raise FunctionNotFoundError(f"Function not found: {name}", function=name) from None
+
+    async def invoke(self, name: str, body: bytes, request_id: str | None = None) -> Invocation:
+        return await self.service(name).invoke(body, request_id)
+
+    async def model_metadata(self, name: str) -> dict[str, Any]:
+        """Inputs and outputs of a function's model (inspected once, then cached)."""
+        if name not in self._model_meta:
+            cfg = self.service(name).config
+            if not cfg.model:
+                raise ConfigError(f"function {name!r} has no model")
+
+            def inspect() -> dict[str, Any]:
+                from servelab.models.onnx_info import inspect_model
+
+                info = inspect_model(self.store().get(cfg.model))
+                return {"inputs": [s.v2_metadata() for s in info.inputs],
+                        "outputs": [s.v2_metadata() for s in info.outputs]}
+
+            self._model_meta[name] = await asyncio.to_thread(inspect)
+        return self._model_meta[name]
+
+    def _unpack_code(self, name: str, code_zip: bytes) -> tuple[str, int]:
+        """Unpack a Lambda deployment zip safely (no absolute paths, no '..', size-bounded)."""
+        import base64
+        import hashlib
+
+        if len(code_zip) > MAX_CODE_BYTES:
+            raise ConfigError(f"the code zip is {len(code_zip)} bytes; the limit is {MAX_CODE_BYTES}")
+        try:
+            zf = zipfile.ZipFile(io.BytesIO(code_zip))
+        except zipfile.BadZipFile:
+            raise ConfigError("Code.ZipFile is not a zip archive") from None
+        total = 0
+        for info in zf.infolist():
+            parts = PurePosixPath(info.filename).parts
+            if info.filename.startswith("/") or ".." in parts or "\\" in info.filename:
+                raise ConfigError(f"unsafe path in the code zip: {info.filename!r}")
+            total += info.file_size
+            if total > 5 * MAX_CODE_BYTES:
+                raise ConfigError("the code zip unpacks to more than 250 MB (Lambda's limit)")
+        dest = self.code_dir(name)
+        tmp = dest.with_name("code.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        zf.extractall(tmp)
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.rename(dest)
+        return base64.b64encode(hashlib.sha256(code_zip).digest()).decode(), len(code_zip)
