@@ -13,8 +13,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from botocore.exceptions import ClientError
-from platform_harness import RunningPlatform
 
+from platform_harness import RunningPlatform
 from servelab.models.store import open_store
 from servelab.records import read_records
 from servelab.tensors import decode_tensors, encode_tensor
@@ -156,7 +156,8 @@ def test_throttles_above_max_concurrency_with_429(platform: RunningPlatform, tin
     code = 'import time\ndef handler(event, context):\n    time.sleep(0.5)\n    return {"ok": True}\n'
     from platform_harness import zip_code
 
-    c.create_function(FunctionName="slow", Role="r", Handler="app.handler", Code={"ZipFile": zip_code({"app.py": code})},
+    c.create_function(FunctionName="slow", Role="r", Handler="app.handler",
+                      Code={"ZipFile": zip_code({"app.py": code})},
                       Environment={"Variables": {"SERVELAB_MODEL": ref, "SERVELAB_MAX_CONCURRENCY": "2"}})
     url = f"{platform.url}/2015-03-31/functions/slow/invocations"
     with cf.ThreadPoolExecutor(3) as ex:
@@ -165,9 +166,8 @@ def test_throttles_above_max_concurrency_with_429(platform: RunningPlatform, tin
     assert statuses == [200, 200, 429]
     throttled = next(r for r in results if r[0] == 429)
     assert throttled[1]["x-amzn-ErrorType"] == "TooManyRequestsException"
-    with pytest.raises(c.exceptions.TooManyRequestsException):
-        with cf.ThreadPoolExecutor(3) as ex:
-            list(ex.map(lambda _: c.invoke(FunctionName="slow", Payload=b"{}"), range(3)))
+    with pytest.raises(c.exceptions.TooManyRequestsException), cf.ThreadPoolExecutor(3) as ex:
+        list(ex.map(lambda _: c.invoke(FunctionName="slow", Payload=b"{}"), range(3)))
 
 
 def test_queue_mode_buffers_requests_and_records_queue_time(platform: RunningPlatform, tiny_models) -> None:
@@ -188,7 +188,7 @@ def test_queue_mode_buffers_requests_and_records_queue_time(platform: RunningPla
 def test_body_over_the_limit_gets_413(tmp_path: Path, tiny_models) -> None:
     with RunningPlatform(tmp_path / "h", max_body_bytes=1024) as p:
         _create(p.lambda_client(), "mlp", _put(p, tiny_models["tiny-mlp"]))
-        status, headers, body = _post(f"{p.url}/2015-03-31/functions/mlp/invocations", b"x" * 4096)
+        status, headers, _ = _post(f"{p.url}/2015-03-31/functions/mlp/invocations", b"x" * 4096)
         assert status == 413 and headers["x-amzn-ErrorType"] == "RequestTooLargeException"
 
 
@@ -206,7 +206,7 @@ def test_management_calls_need_the_token_when_one_is_set(tmp_path: Path, tiny_mo
 def test_invalid_names_and_settings_get_400_that_says_what_to_fix(platform: RunningPlatform, tiny_models) -> None:
     c = platform.lambda_client()
     ref = _put(platform, tiny_models["tiny-mlp"])
-    status, headers, body = _post(f"{platform.url}/2015-03-31/functions",
+    status, _, body = _post(f"{platform.url}/2015-03-31/functions",
                                   json.dumps({"FunctionName": "../etc", "Role": "r", "Code": {},
                                               "Environment": {"Variables": {"SERVELAB_MODEL": ref}}}).encode())
     assert status == 400 and "invalid function name" in json.loads(body)["message"]

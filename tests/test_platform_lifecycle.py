@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from platform_harness import RunningPlatform, zip_code
 
+from platform_harness import RunningPlatform, zip_code
 from servelab.models.store import open_store
 from servelab.tensors import decode_tensors, encode_tensor
 
@@ -159,7 +159,7 @@ def test_out_of_memory_is_reported_like_aws_and_the_instance_replaced(platform) 
     if platform.platform.limits_info is None or platform.platform.limits_info.mode == "rlimit":
         pytest.skip("needs cgroup memory limits (this machine has none writable)")
     _deploy_handler(platform, "hog", "hog", memory_mb=128)
-    status, h, out = _invoke(platform, "hog", {"mb": 512})
+    _, h, out = _invoke(platform, "hog", {"mb": 512})
     assert h["X-Amz-Function-Error"] == "Unhandled"
     assert out["errorType"] == "Runtime.OutOfMemory"
     assert "Runtime exited: out of memory, limit 128 MB" in out["errorMessage"]
@@ -171,7 +171,7 @@ def test_init_error_fails_the_waiting_request_with_the_reason(platform) -> None:
     platform.lambda_client().create_function(
         FunctionName="bad", Role="r", Handler="missing_module.handler",
         Code={"ZipFile": zip_code({"app.py": HANDLERS})})
-    status, h, out = _invoke(platform, "bad", {})
+    _, _, out = _invoke(platform, "bad", {})
     assert out["errorType"] == "Runtime.InitError" and "missing_module" in out["errorMessage"]
 
 
@@ -220,3 +220,31 @@ def test_queued_request_is_throttled_after_its_maximum_wait(platform) -> None:
         queued = ex.submit(_invoke, platform, "f", {})
         assert queued.result()[0] == 429
         assert slow.result()[0] == 200
+
+
+def test_hybrid_keep_alive_unloads_after_each_call_and_prewarms_before_the_next(platform) -> None:
+    params = json.dumps({"bin_s": 0.1, "range_s": 30, "min_samples": 5, "cv_threshold": 0.5})
+    _deploy_handler(platform, "f", "sleepy", SERVELAB_KEEP_ALIVE_POLICY="hybrid", SERVELAB_KEEP_ALIVE_S="60",
+                    SERVELAB_KEEP_ALIVE_PARAMS=params)
+    kinds = []
+    for _ in range(8):  # a steady call every 1.5 s teaches the histogram
+        kinds.append(_invoke(platform, "f", {})[1]["facts"]["start_kind"])
+        time.sleep(1.5)
+    # once it has learned the period, each call finds a pre-warmed instance, not a kept-alive one
+    assert kinds[0] == "cold" and kinds[-1] == "prewarmed", kinds
+    with pytest.raises(Exception, match="unknown parameter"):
+        _deploy_handler(platform, "g", "sleepy", SERVELAB_KEEP_ALIVE_POLICY="hybrid",
+                        SERVELAB_KEEP_ALIVE_PARAMS='{"bogus": 1}')
+
+
+def test_configuration_update_lets_running_requests_finish(platform) -> None:
+    _deploy_handler(platform, "f", "sleepy", memory_mb=512)
+    _invoke(platform, "f", {})
+    with cf.ThreadPoolExecutor(1) as ex:
+        running = ex.submit(_invoke, platform, "f", {"sleep_s": 1.0})
+        _wait_for(lambda: any(i["state"] == "busy" for i in _instances(platform, "f")))
+        platform.lambda_client().update_function_configuration(FunctionName="f", MemorySize=1024)
+        status, h, out = running.result()
+    assert status == 200 and out["slept"] == 1.0 and h["facts"]["memory_mb"] == 512
+    _, h2, _ = _invoke(platform, "f", {})
+    assert h2["facts"]["memory_mb"] == 1024 and h2["facts"]["start_kind"] == "cold"

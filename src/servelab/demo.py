@@ -39,10 +39,9 @@ def _wait_ready(url: str, proc: subprocess.Popen, timeout_s: float = 60.0) -> No
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise PlatformError(f"the platform exited with code {proc.returncode} during start-up")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url + "/v2/health/ready", timeout=1) as r:  # noqa: S310
-                if r.status == 200:
-                    return
+        with contextlib.suppress(OSError), urllib.request.urlopen(url + "/v2/health/ready", timeout=1) as r:
+            if r.status == 200:
+                return
         time.sleep(0.1)
     raise PlatformError(f"the platform did not become ready within {timeout_s:.0f} s")
 

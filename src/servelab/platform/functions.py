@@ -38,7 +38,16 @@ class KeepAliveConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     kind: KeepAliveKind = "fixed"
     keep_alive_s: float = Field(600.0, ge=0)  # the clouds keep an idle instance ~10 minutes
-    params: dict[str, float] = Field(default_factory=dict)  # extra parameters of the hybrid policy
+    params: dict[str, int | float] = Field(default_factory=dict)  # extra parameters of the hybrid policy
+
+
+def keepalive_policy(cfg: KeepAliveConfig):
+    """The keep-alive policy a config describes; for ``hybrid``, ``keep_alive_s`` is its fallback."""
+    from servelab.platform.policies import make_keepalive
+
+    if cfg.kind == "hybrid":
+        return make_keepalive("hybrid", **{"fallback_keep_alive_s": cfg.keep_alive_s, **cfg.params})
+    return make_keepalive(cfg.kind, keep_alive_s=cfg.keep_alive_s, **cfg.params)
 
 
 class FunctionConfig(BaseModel):
@@ -80,6 +89,7 @@ class FunctionConfig(BaseModel):
                              f"({self.max_concurrency})")
         if self.handler == BUILTIN_MODEL_HANDLER and not self.model:
             raise ValueError("the built-in model handler needs a model: set 'model' (or SERVELAB_MODEL)")
+        keepalive_policy(self.keep_alive)  # its parameters are checked at deploy, not at first request
         return self
 
     def updated(self, **changes: Any) -> FunctionConfig:
@@ -97,13 +107,14 @@ def make_config(data: dict[str, Any]) -> FunctionConfig:
 
 
 # Lambda environment variable (or tag) -> (FunctionConfig path, type)
-LAMBDA_ENV_KEYS: dict[str, tuple[str, type]] = {
+LAMBDA_ENV_KEYS: dict[str, tuple[str, Any]] = {
     "SERVELAB_MODEL": ("model", str),
     "SERVELAB_RUNTIME": ("runtime", str),
     "SERVELAB_BATCH_SIZE": ("batching.max_batch_size", int),
     "SERVELAB_BATCH_WAIT_MS": ("batching.max_wait_ms", float),
     "SERVELAB_KEEP_ALIVE_POLICY": ("keep_alive.kind", str),
     "SERVELAB_KEEP_ALIVE_S": ("keep_alive.keep_alive_s", float),
+    "SERVELAB_KEEP_ALIVE_PARAMS": ("keep_alive.params", json.loads),  # e.g. {"bin_s": 1, "range_s": 600}
     "SERVELAB_ADMISSION": ("admission", str),
     "SERVELAB_MAX_QUEUE": ("max_queue", int),
     "SERVELAB_MAX_QUEUE_WAIT_S": ("max_queue_wait_s", float),
@@ -128,7 +139,8 @@ def apply_servelab_vars(data: dict[str, Any], variables: dict[str, str]) -> dict
         try:
             converted = typ(value)
         except ValueError:
-            raise ConfigError(f"{key}={value!r} is not a valid {typ.__name__}") from None
+            what = "JSON object" if typ is json.loads else typ.__name__
+            raise ConfigError(f"{key}={value!r} is not a valid {what}") from None
         target = data
         *parents, leaf = path.split(".")
         for p in parents:

@@ -148,6 +148,12 @@ class Instance:
             with contextlib.suppress(TimeoutError, ConnectionError):
                 code = await asyncio.wait_for(asyncio.shield(self.handle.exited), timeout=2.0)
         oom = self.limits is not None and self.limits.oom_killed()
+        if not oom and code == -signal.SIGKILL and self.limits is not None:
+            # the kernel can account an OOM kill a moment after the process is reaped
+            for _ in range(50):
+                await asyncio.sleep(0.01)
+                if oom := self.limits.oom_killed():
+                    break
         await self.kill("exited")
         if oom:
             self.stop_reason = "out of memory"

@@ -48,6 +48,7 @@ class Platform:
         self.limits_info: LimitsInfo | None = None
         self._reconciler: asyncio.Task | None = None
         self._model_meta: dict[str, dict[str, Any]] = {}
+        self._background: set[asyncio.Task] = set()
 
     # ---- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -70,7 +71,8 @@ class Platform:
             self._reconciler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reconciler
-        await asyncio.gather(*(s.close() for s in self.services.values()), return_exceptions=True)
+        await asyncio.gather(*(s.close() for s in self.services.values()), *self._background,
+                             return_exceptions=True)
         await self.backend.close()
         self.meter.close()
         self.registry.close()
@@ -137,7 +139,10 @@ class Platform:
         self._add_service(new)  # new requests see the new configuration at once
         self._model_meta.pop(name, None)
         if old is not None:
-            await old.close()  # like Lambda, instances of the old configuration are not reused
+            # Like Lambda: requests already admitted finish on the old configuration; its
+            # instances are not reused for the new one.
+            self._background.add(t := asyncio.create_task(old.drain(old.config.timeout_s + 1.0)))
+            t.add_done_callback(self._background.discard)
         return new, ts
 
     async def delete(self, name: str) -> None:

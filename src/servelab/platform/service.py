@@ -29,7 +29,7 @@ from typing import Any
 
 from servelab.errors import FunctionTimeoutError, OutOfMemoryError, PlatformError
 from servelab.platform.backend import InstanceBackend
-from servelab.platform.functions import FunctionConfig
+from servelab.platform.functions import FunctionConfig, keepalive_policy
 from servelab.platform.instance import Instance, InstanceKind
 from servelab.platform.limits import InstanceLimits, LimitsInfo, ResourceLimits
 from servelab.platform.meter import Meter, billed_ms
@@ -37,7 +37,6 @@ from servelab.platform.policies import (
     AdmissionSnapshot,
     admit,
     decide_batch,
-    make_keepalive,
     prewarm_at_s,
     should_reclaim,
 )
@@ -85,8 +84,7 @@ class FunctionService:
         self.instances: dict[str, Instance] = {}
         self.idle: list[Instance] = []  # a stack: the most recently used is at the end
         self.pending: deque[Pending] = deque()
-        self.keepalive = make_keepalive(config.keep_alive.kind, keep_alive_s=config.keep_alive.keep_alive_s,
-                                        **config.keep_alive.params)
+        self.keepalive = keepalive_policy(config.keep_alive)
         self.ka_state = self.keepalive.initial_state()
         self.last_arrival_s: float | None = None
         self.prewarmed_for_s: float | None = None  # the arrival a pre-warm was done for
@@ -286,8 +284,8 @@ class FunctionService:
             self._fail_waiting_without_instances(e)
             return
         self.meter.init_time.labels(self.config.name, inst.mode).observe(inst.init.total_ms / 1000)
-        if self.closed:
-            await inst.stop("function deleted")
+        if self.closed and not self.pending:
+            await inst.stop("function deleted or replaced")
             return
         self.idle.append(inst)
         self._pump()
@@ -338,6 +336,14 @@ class FunctionService:
             if at is not None and now >= at and not self.instances:
                 self.prewarmed_for_s = self.last_arrival_s
                 self._start_instance("prewarmed")
+
+    async def drain(self, timeout_s: float) -> None:
+        """Let waiting and running requests finish (up to ``timeout_s``), then close."""
+        self.closed = True
+        deadline = self.clock() + timeout_s
+        while (self.pending or self.count("busy")) and self.clock() < deadline:
+            await asyncio.sleep(0.01)
+        await self.close()
 
     async def close(self) -> None:
         """Stop everything: waiting requests get an error, instances are stopped."""

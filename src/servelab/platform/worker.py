@@ -97,7 +97,10 @@ class ModelHandler:
             names = [s.name for s in self.session.inputs]
             joined = {n: np.concatenate([g[1][n] for g in good], axis=0) for n in names}
             t0 = time.perf_counter()
-            outputs = self.session.infer(joined)
+            try:
+                outputs = self.session.infer(joined)
+            except Exception as e:  # the runtime failed the whole batch: every caller gets the error
+                parsed = [p if isinstance(p, BaseException) else e for p in parsed]
             inference_ms = (time.perf_counter() - t0) * 1000.0
         results: list[tuple[bool, bytes]] = []
         row = 0
