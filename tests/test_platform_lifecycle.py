@@ -248,3 +248,32 @@ def test_configuration_update_lets_running_requests_finish(platform) -> None:
     assert status == 200 and out["slept"] == 1.0 and h["facts"]["memory_mb"] == 512
     _, h2, _ = _invoke(platform, "f", {})
     assert h2["facts"]["memory_mb"] == 1024 and h2["facts"]["start_kind"] == "cold"
+
+
+def test_target_tracking_scales_out_under_load_and_back_in_when_idle(platform) -> None:
+    params = json.dumps({"target_utilisation": 0.5, "metric_period_s": 0.5, "scale_out_cooldown_s": 0,
+                         "scale_in_cooldown_s": 1.0, "scale_out_delay_s": 0.3})
+    with pytest.raises(Exception, match="admission 'queue'"):
+        _deploy_handler(platform, "g", "sleepy", SERVELAB_SCALING="target-tracking", SERVELAB_PROVISIONED="1")
+    with pytest.raises(Exception, match="min_instances"):
+        _deploy_handler(platform, "g", "sleepy", SERVELAB_SCALING="target-tracking", SERVELAB_ADMISSION="queue")
+    _deploy_handler(platform, "f", "sleepy", SERVELAB_SCALING="target-tracking", SERVELAB_SCALING_PARAMS=params,
+                    SERVELAB_PROVISIONED="1", SERVELAB_ADMISSION="queue", SERVELAB_MAX_CONCURRENCY="3")
+    _wait_for(lambda: [i["state"] for i in _instances(platform, "f")] == ["idle"])  # the minimum, at deploy
+    stop = time.monotonic() + 3.0
+
+    def client() -> list[dict]:
+        facts = []
+        while time.monotonic() < stop:
+            facts.append(_invoke(platform, "f", {"sleep_s": 0.5})[1]["facts"])
+        return facts
+
+    with cf.ThreadPoolExecutor(4) as ex:  # 4 in flight on 1 instance: 8x the target per instance
+        futures = [ex.submit(client) for _ in range(4)]
+        _wait_for(lambda: len(_instances(platform, "f")) == 3, timeout_s=10)  # scaled out to the maximum
+        facts = [f for fut in futures for f in fut.result()]
+    # the autoscaler's instances were not started for a request: nobody saw a cold start, many queued
+    assert facts and not any(f["cold"] for f in facts)
+    assert len({f["instance_id"] for f in facts}) >= 2
+    _wait_for(lambda: len(_instances(platform, "f")) == 1, timeout_s=15)  # back to the minimum
+    assert [i["provisioned"] for i in _instances(platform, "f")] == [True]

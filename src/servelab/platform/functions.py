@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from servelab.config import validate_name
 from servelab.errors import ConfigError, FunctionExistsError, FunctionNotFoundError
 from servelab.platform.backend import StartMode
-from servelab.platform.policies import AdmissionMode, KeepAliveKind
+from servelab.platform.policies import AdmissionMode, KeepAliveKind, ScalingKind, TargetTracking
 
 BUILTIN_MODEL_HANDLER = "servelab.model"
 RuntimeName = Literal["onnxruntime", "torch"]
@@ -39,6 +39,21 @@ class KeepAliveConfig(BaseModel):
     kind: KeepAliveKind = "fixed"
     keep_alive_s: float = Field(600.0, ge=0)  # the clouds keep an idle instance ~10 minutes
     params: dict[str, int | float] = Field(default_factory=dict)  # extra parameters of the hybrid policy
+
+
+class ScalingConfig(BaseModel):
+    """How the instance count changes: ``per-request`` (serverless: a request that finds no free
+    instance starts one) or ``target-tracking`` (a managed endpoint's autoscaler: see
+    policies/autoscale.py). With target-tracking, ``provisioned`` is the minimum instance count and
+    ``max_concurrency`` the maximum, and requests queue (``admission: queue``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    kind: ScalingKind = "per-request"
+    target_utilisation: float = Field(0.7, gt=0, le=1)
+    metric_period_s: float = Field(60.0, gt=0)
+    scale_out_cooldown_s: float = Field(300.0, ge=0)
+    scale_in_cooldown_s: float = Field(300.0, ge=0)
+    scale_out_delay_s: float = Field(0.0, ge=0)
 
 
 def keepalive_policy(cfg: KeepAliveConfig):
@@ -65,6 +80,7 @@ class FunctionConfig(BaseModel):
     provisioned: int = Field(0, ge=0)
     batching: BatchingConfig = BatchingConfig()
     keep_alive: KeepAliveConfig = KeepAliveConfig()
+    scaling: ScalingConfig = ScalingConfig()
     admission: AdmissionMode = "throttle"  # Lambda's default: 429 above the concurrency limit
     max_queue: int = Field(100, ge=0)
     max_queue_wait_s: float = Field(10.0, ge=0)
@@ -90,7 +106,20 @@ class FunctionConfig(BaseModel):
         if self.handler == BUILTIN_MODEL_HANDLER and not self.model:
             raise ValueError("the built-in model handler needs a model: set 'model' (or SERVELAB_MODEL)")
         keepalive_policy(self.keep_alive)  # its parameters are checked at deploy, not at first request
+        if self.scaling.kind == "target-tracking":
+            if self.admission != "queue":
+                raise ValueError("target-tracking scaling needs admission 'queue' (requests wait for the "
+                                 "autoscaler's instances; they never start one)")
+            self.autoscaler()  # checks provisioned (the minimum) >= 1
         return self
+
+    def autoscaler(self) -> TargetTracking:
+        """The target-tracking settings: minimum = ``provisioned``, maximum = ``max_concurrency``."""
+        s = self.scaling
+        return TargetTracking(min_instances=self.provisioned, max_instances=self.max_concurrency,
+                              target_utilisation=s.target_utilisation, metric_period_s=s.metric_period_s,
+                              scale_out_cooldown_s=s.scale_out_cooldown_s,
+                              scale_in_cooldown_s=s.scale_in_cooldown_s, scale_out_delay_s=s.scale_out_delay_s)
 
     def updated(self, **changes: Any) -> FunctionConfig:
         return make_config({**self.model_dump(), **changes})
@@ -115,12 +144,16 @@ LAMBDA_ENV_KEYS: dict[str, tuple[str, Any]] = {
     "SERVELAB_KEEP_ALIVE_POLICY": ("keep_alive.kind", str),
     "SERVELAB_KEEP_ALIVE_S": ("keep_alive.keep_alive_s", float),
     "SERVELAB_KEEP_ALIVE_PARAMS": ("keep_alive.params", json.loads),  # e.g. {"bin_s": 1, "range_s": 600}
+    "SERVELAB_SCALING": ("scaling.kind", str),
+    # e.g. {"target_utilisation": 0.7, "metric_period_s": 5, "scale_out_delay_s": 10}
+    "SERVELAB_SCALING_PARAMS": ("scaling", json.loads),
     "SERVELAB_ADMISSION": ("admission", str),
     "SERVELAB_MAX_QUEUE": ("max_queue", int),
     "SERVELAB_MAX_QUEUE_WAIT_S": ("max_queue_wait_s", float),
     "SERVELAB_START_MODE": ("start_mode", str),
     "SERVELAB_THREADS": ("threads", int),
     "SERVELAB_MAX_CONCURRENCY": ("max_concurrency", int),
+    "SERVELAB_PROVISIONED": ("provisioned", int),  # the minimum instance count under target-tracking
     "SERVELAB_BILLING_ROUNDING_MS": ("billing_rounding_ms", int),
 }
 
@@ -145,6 +178,8 @@ def apply_servelab_vars(data: dict[str, Any], variables: dict[str, str]) -> dict
         *parents, leaf = path.split(".")
         for p in parents:
             target = target.setdefault(p, {})
+        if isinstance(converted, dict) and isinstance(target.get(leaf), dict):
+            converted = {**target[leaf], **converted}  # SERVELAB_SCALING and its _PARAMS, in any order
         target[leaf] = converted
     return rest
 
@@ -160,6 +195,8 @@ def lambda_configuration(cfg: FunctionConfig, *, last_modified: str) -> dict[str
     env["SERVELAB_KEEP_ALIVE_POLICY"] = cfg.keep_alive.kind
     env["SERVELAB_KEEP_ALIVE_S"] = str(cfg.keep_alive.keep_alive_s)
     env["SERVELAB_ADMISSION"] = cfg.admission
+    if cfg.scaling.kind != "per-request":
+        env["SERVELAB_SCALING_PARAMS"] = cfg.scaling.model_dump_json()
     env["SERVELAB_START_MODE"] = cfg.start_mode
     return {
         "FunctionName": cfg.name,

@@ -11,6 +11,9 @@ This is the per-request fast path (the *dispatcher*). Decisions come from the pu
 - ``reconcile`` is the slow path, called periodically by the platform: reclaim idle instances
   past their keep-alive, keep provisioned instances up, pre-warm when the policy says so.
   An instance is never reclaimed while it executes.
+- With ``scaling.kind == "target-tracking"`` (a managed endpoint) requests never start
+  instances: ``reconcile`` feeds the mean load to :func:`target_tracking` once per metric
+  period and adds instances (after the provisioning delay) or removes idle ones.
 
 Times are ``time.monotonic()`` seconds (``*_s``); durations in records are ms.
 """
@@ -35,10 +38,13 @@ from servelab.platform.limits import InstanceLimits, LimitsInfo, ResourceLimits
 from servelab.platform.meter import Meter, billed_ms
 from servelab.platform.policies import (
     AdmissionSnapshot,
+    LoadAverager,
+    ScaleDecision,
     admit,
     decide_batch,
     prewarm_at_s,
     should_reclaim,
+    target_tracking,
 )
 from servelab.records import RequestRecord, Status
 
@@ -91,6 +97,14 @@ class FunctionService:
         self._batch_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
         self.closed = False
+        # target-tracking scaling (managed endpoints); unused in per-request mode
+        self.tracking = config.scaling.kind == "target-tracking"
+        self.running = 0  # requests executing now (a batch counts each of its requests)
+        self.load = LoadAverager(clock())
+        self.provisioning = 0  # instances asked for by a scale-out, still in their provisioning delay
+        self.last_scale_out_s: float | None = None
+        self.last_scale_in_s: float | None = None
+        self.last_scale: ScaleDecision | None = None
 
     # ---- counts --------------------------------------------------------------------------
     def count(self, state: str) -> int:
@@ -98,9 +112,13 @@ class FunctionService:
 
     def snapshot(self) -> dict[str, Any]:
         now = self.clock()
-        return {"function": self.config.name, "waiting": len(self.pending),
+        snap = {"function": self.config.name, "waiting": len(self.pending),
                 "instances": [i.view(now) for i in self.instances.values()],
                 "by_state": {s: self.count(s) for s in ("starting", "idle", "busy")}}
+        if self.tracking:
+            snap["scaling"] = {"provisioning": self.provisioning,
+                               "last_decision": self.last_scale.reason if self.last_scale else None}
+        return snap
 
     def _task(self, coro) -> asyncio.Task:
         t = asyncio.get_running_loop().create_task(coro)
@@ -117,15 +135,18 @@ class FunctionService:
         self.ka_state = self.keepalive.observe(self.ka_state, now_s=now)
         self.last_arrival_s = now
         cfg = self.config
+        # Under target-tracking only the autoscaler adds instances: the limit is what exists now.
+        limit = len(self.instances) if self.tracking else cfg.max_concurrency
         action = admit(AdmissionSnapshot(idle=len(self.idle), starting=self.count("starting"),
                                          busy=self.count("busy"), waiting=len(self.pending),
-                                         max_concurrency=cfg.max_concurrency, max_queue=cfg.max_queue,
+                                         max_concurrency=limit, max_queue=cfg.max_queue,
                                          mode=cfg.admission))
         if action == "throttle":
             return self._throttled(request_id, now, "Rate Exceeded.")
         fut: asyncio.Future[Invocation] = asyncio.get_running_loop().create_future()
         p = Pending(request_id, body, now, fut)
         self.pending.append(p)
+        self._observe_load(now)
         if action == "start":
             self._start_instance("cold")
         elif action == "queue" and cfg.admission == "queue":
@@ -149,6 +170,7 @@ class FunctionService:
     def _expire(self, p: Pending) -> None:
         if p in self.pending and not p.future.done():
             self.pending.remove(p)
+            self._observe_load(self.clock())
             p.future.set_result(self._throttled(
                 p.request_id, p.arrived_s,
                 f"Rate Exceeded: waited {self.config.max_queue_wait_s:g} s in the queue for an instance"))
@@ -171,6 +193,7 @@ class FunctionService:
                 if p.expiry is not None:
                     p.expiry.cancel()
             inst.state = "busy"
+            self.running += len(batch)
             self._task(self._run(inst, batch))
 
     def _batch_due(self) -> None:
@@ -178,6 +201,13 @@ class FunctionService:
         self._pump()
 
     async def _run(self, inst: Instance, batch: list[Pending]) -> None:
+        try:
+            await self._run_batch(inst, batch)
+        finally:
+            self.running -= len(batch)
+            self._observe_load(self.clock())
+
+    async def _run_batch(self, inst: Instance, batch: list[Pending]) -> None:
         dispatched_s = self.clock()
         cfg = self.config
         try:
@@ -216,7 +246,8 @@ class FunctionService:
         """After a batch: back to idle, or unloaded at once when the policy pre-warms later."""
         now = self.clock()
         decision = self.keepalive.decide(self.ka_state)
-        if decision.prewarm_after_s > 0 and not inst.provisioned and not self.pending:
+        if (decision.prewarm_after_s > 0 and not self.tracking and not inst.provisioned
+                and not self.pending):
             self._forget(inst)
             self._task(inst.stop("unloaded until pre-warm"))
             return
@@ -229,8 +260,10 @@ class FunctionService:
                 error: str | None, duration_ms: float, inference_ms: float | None,
                 batch_size: int) -> RequestRecord:
         cfg = self.config
-        # Cold: the request waited for its instance's init (whatever started it).
-        cold = inst.ready_s is None or p.arrived_s < inst.ready_s
+        # Cold: the request waited for its instance's init (whatever started it). Under
+        # target-tracking no request waits for a start it caused: its whole wait is queueing.
+        cold = not self.tracking and (inst.ready_s is None or p.arrived_s < inst.ready_s)
+        ready_s = p.arrived_s if self.tracking else (inst.ready_s or p.arrived_s)
         first_batch = inst.served <= batch_size
         kind = "cold" if cold else ("prewarmed" if inst.kind == "prewarmed" and first_batch else "warm")
         share_ms = duration_ms / batch_size
@@ -243,7 +276,7 @@ class FunctionService:
             start_kind=kind, cold=cold, instance_id=inst.id,
             # queue_ms leaves out the wait for the instance's init, which init_ms reports
             platform_ms=(done_s - p.arrived_s) * 1000,
-            queue_ms=(dispatched_s - max(p.arrived_s, inst.ready_s or p.arrived_s)) * 1000,
+            queue_ms=(dispatched_s - max(p.arrived_s, ready_s)) * 1000,
             init_ms=inst.init.total_ms if cold else None,
             init_process_ms=inst.init.process_ms if cold else None,
             init_import_ms=inst.init.import_ms if cold else None,
@@ -314,27 +347,69 @@ class FunctionService:
 
     def _ensure_capacity(self) -> None:
         """Replace lost instances for requests still waiting (never more than the limit)."""
-        while (self.pending and self.count("starting") < len(self.pending)
+        while (not self.tracking and self.pending and self.count("starting") < len(self.pending)
                and len(self.instances) < self.config.max_concurrency):
             self._start_instance("cold")
 
     # ---- the slow path -------------------------------------------------------------------
     def reconcile(self) -> None:
         now = self.clock()
-        cfg = self.config
+        if self.tracking:
+            self._restore_provisioned()
+            self._autoscale(now)
+            return
         decision = self.keepalive.decide(self.ka_state)
         for inst in list(self.idle):
             if should_reclaim(idle_since_s=inst.idle_since_s or now, now_s=now,
                               keep_alive_s=decision.keep_alive_s, provisioned=inst.provisioned, busy=False):
                 self._forget(inst)
                 self._task(inst.stop("keep-alive expired"))
-        have = sum(1 for i in self.instances.values() if i.provisioned)
-        for _ in range(cfg.provisioned - have):
-            self._start_instance("prewarmed", provisioned=True)
+        self._restore_provisioned()
         if self.last_arrival_s is not None and self.prewarmed_for_s != self.last_arrival_s:
             at = prewarm_at_s(decision, last_invocation_s=self.last_arrival_s)
             if at is not None and now >= at and not self.instances:
                 self.prewarmed_for_s = self.last_arrival_s
+                self._start_instance("prewarmed")
+
+    def _restore_provisioned(self) -> None:
+        have = sum(1 for i in self.instances.values() if i.provisioned)
+        for _ in range(self.config.provisioned - have):
+            self._start_instance("prewarmed", provisioned=True)
+
+    def _observe_load(self, now: float) -> None:
+        if self.tracking:
+            self.load.update(now, self.running + len(self.pending))
+
+    def _autoscale(self, now: float) -> None:
+        """Once per metric period: ask :func:`target_tracking` and apply its answer."""
+        policy = self.config.autoscaler()
+        if self.load.elapsed_s(now) < policy.metric_period_s:
+            return
+        current = len(self.instances) + self.provisioning
+        d = target_tracking(policy, now_s=now, current=current, mean_load=self.load.take(now),
+                            last_scale_out_s=self.last_scale_out_s, last_scale_in_s=self.last_scale_in_s)
+        self.last_scale = d
+        if d.action == "out":
+            self.last_scale_out_s = now
+            n = d.desired - current
+            self.provisioning += n
+            asyncio.get_running_loop().call_later(policy.scale_out_delay_s, self._provisioned, n)
+        elif d.action == "in":
+            self.last_scale_in_s = now
+            excess = current - d.desired
+            for inst in list(self.idle):  # least recently used first; busy ones finish their work
+                if excess <= 0:
+                    break
+                if not inst.provisioned:
+                    self._forget(inst)
+                    self._task(inst.stop("scaled in"))
+                    excess -= 1
+
+    def _provisioned(self, n: int) -> None:
+        """A scale-out's provisioning delay is over: start its instances."""
+        self.provisioning -= n
+        if not self.closed:
+            for _ in range(n):
                 self._start_instance("prewarmed")
 
     async def drain(self, timeout_s: float) -> None:
