@@ -246,3 +246,19 @@ def test_the_study_model_families_match_across_runtimes(tmp_path_factory: pytest
     if "attention_mask" in feed:
         feed["attention_mask"][1, 5:] = 0  # padding must be honoured by both runtimes
     _assert_same_outputs(path, feed)
+
+
+def test_cuda_device_without_a_gpu_is_a_clear_error_not_a_cpu_fallback(tiny_models) -> None:
+    import torch
+
+    from servelab import runtimes
+    from servelab.errors import ConfigError, RuntimeNotAvailableError
+
+    with pytest.raises(ConfigError, match="device must be one of"):
+        runtimes.load(tiny_models["tiny-mlp"], device="tpu")  # type: ignore[arg-type]
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present: the GPU path is checked by benchmarks/gpu_check_serving.py")
+    with pytest.raises(RuntimeNotAvailableError, match="no CUDA GPU"):
+        runtimes.load(tiny_models["tiny-mlp"], runtime="torch", device="cuda")
+    with pytest.raises(RuntimeNotAvailableError, match="CUDAExecutionProvider"):
+        runtimes.load(tiny_models["tiny-mlp"], runtime="onnxruntime", device="cuda")

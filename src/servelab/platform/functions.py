@@ -73,6 +73,7 @@ class FunctionConfig(BaseModel):
     name: str
     model: str | None = None  # a store ref "name@sha256:…" (deploy puts a local file into the store)
     runtime: RuntimeName = "onnxruntime"
+    device: Literal["cpu", "cuda"] = "cpu"  # cuda: the model runs on the first NVIDIA GPU (a GPU server)
     handler: str = BUILTIN_MODEL_HANDLER  # or "module.function" from the function's code
     memory_mb: int = Field(1024, ge=128, le=10240)
     timeout_s: float = Field(30.0, gt=0, le=900)
@@ -139,6 +140,7 @@ def make_config(data: dict[str, Any]) -> FunctionConfig:
 LAMBDA_ENV_KEYS: dict[str, tuple[str, Any]] = {
     "SERVELAB_MODEL": ("model", str),
     "SERVELAB_RUNTIME": ("runtime", str),
+    "SERVELAB_DEVICE": ("device", str),
     "SERVELAB_BATCH_SIZE": ("batching.max_batch_size", int),
     "SERVELAB_BATCH_WAIT_MS": ("batching.max_wait_ms", float),
     "SERVELAB_KEEP_ALIVE_POLICY": ("keep_alive.kind", str),
@@ -190,6 +192,8 @@ def lambda_configuration(cfg: FunctionConfig, *, last_modified: str) -> dict[str
     if cfg.model:
         env["SERVELAB_MODEL"] = cfg.model
     env["SERVELAB_RUNTIME"] = cfg.runtime
+    if cfg.device != "cpu":
+        env["SERVELAB_DEVICE"] = cfg.device
     env["SERVELAB_BATCH_SIZE"] = str(cfg.batching.max_batch_size)
     env["SERVELAB_BATCH_WAIT_MS"] = str(cfg.batching.max_wait_ms)
     env["SERVELAB_KEEP_ALIVE_POLICY"] = cfg.keep_alive.kind

@@ -292,7 +292,8 @@ class FunctionService:
         cfg = self.config
         limits = ResourceLimits.for_memory(cfg.memory_mb)
         return {"type": "init", "function": cfg.name, "model_ref": cfg.model, "store_url": self.store_url,
-                "home": str(self.home), "runtime": cfg.runtime, "threads": cfg.threads or limits.threads,
+                "home": str(self.home), "runtime": cfg.runtime, "device": cfg.device,
+                "threads": cfg.threads or limits.threads,
                 "handler": cfg.handler, "code_dir": str(self.code_dir) if self.code_dir else "",
                 "memory_mb": cfg.memory_mb, "env": cfg.env}
 

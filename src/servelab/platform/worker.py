@@ -179,7 +179,8 @@ def _init(init: dict[str, Any], t_started: float, sock: socket.socket) -> tuple[
 
     session = None
     if path is not None:
-        session = runtimes.load(path, runtime=runtime, threads=int(init.get("threads", 1)))
+        session = runtimes.load(path, runtime=runtime, threads=int(init.get("threads", 1)),
+                                device=init.get("device", "cpu"))
     if handler_spec == BUILTIN_MODEL_HANDLER:
         if session is None:
             raise ValueError("the built-in model handler needs a model")

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from servelab.errors import ConfigError
-from servelab.runtimes.base import EXTRAS, RUNTIME_NAMES, RuntimeName, Session, check_runtime
+from servelab.runtimes.base import DEVICES, EXTRAS, RUNTIME_NAMES, Device, RuntimeName, Session, check_runtime
 from servelab.runtimes.onnxruntime_rt import OnnxRuntimeSession
 from servelab.runtimes.torch_rt import TorchSession
 
@@ -49,24 +49,32 @@ def load(
     runtime: RuntimeName = "onnxruntime",
     threads: int = 1,
     providers: Sequence[str] | None = None,
+    device: Device = "cpu",
 ) -> Session:
     """Load the ONNX model at ``path`` into ``runtime`` with ``threads`` intra-op threads.
 
-    ``providers`` (onnxruntime only) picks execution providers in order of preference, e.g.
-    ``["CUDAExecutionProvider", "CPUExecutionProvider"]``; the default is the CPU provider.
+    ``device``: ``cpu``, or ``cuda`` for the first NVIDIA GPU (onnxruntime's CUDA execution
+    provider, or torch on ``cuda``); a missing GPU is an error, never a silent CPU fallback.
+    ``providers`` (onnxruntime only) picks execution providers explicitly, in order of preference.
     """
     check_runtime(runtime)
+    if device not in DEVICES:
+        raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
     if runtime == "onnxruntime":
+        if device == "cuda" and not providers:
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
         return OnnxRuntimeSession(Path(path), threads=threads, providers=providers)
     if providers:
         raise ConfigError(f"providers apply to the onnxruntime runtime only, not {runtime!r}")
-    return RUNTIMES[runtime](Path(path), threads=threads)
+    return RUNTIMES[runtime](Path(path), threads=threads, device=device)
 
 
 __all__ = [
+    "DEVICES",
     "EXTRAS",
     "RUNTIMES",
     "RUNTIME_NAMES",
+    "Device",
     "OnnxRuntimeSession",
     "RuntimeName",
     "Session",

@@ -19,6 +19,8 @@ from servelab.tensors import TensorSpec
 
 RuntimeName = Literal["onnxruntime", "torch"]
 RUNTIME_NAMES: tuple[RuntimeName, ...] = get_args(RuntimeName)
+Device = Literal["cpu", "cuda"]
+DEVICES: tuple[Device, ...] = get_args(Device)
 
 # The pyproject extra that installs each runtime's library, for "not installed" messages.
 EXTRAS: dict[RuntimeName, str] = {"onnxruntime": "servelab[serve]", "torch": "servelab[torch]"}

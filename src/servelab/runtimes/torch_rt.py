@@ -246,14 +246,23 @@ def unsupported_ops(model: Any) -> list[str]:
 
 
 class TorchSession:
-    """An ONNX model converted to torch by onnx2torch, run on the CPU with a fixed thread count."""
+    """An ONNX model converted to torch by onnx2torch, run with a fixed thread count on the CPU
+    (``device="cpu"``) or on the first CUDA GPU (``device="cuda"``: weights stay on the GPU,
+    inputs are copied in and outputs out per call, as a GPU server does)."""
 
     runtime = "torch"
 
-    def __init__(self, path: Path, *, threads: int = 1) -> None:
+    def __init__(self, path: Path, *, threads: int = 1, device: str = "cpu") -> None:
         self.threads = check_threads(threads)
         torch, onnx2torch = import_library()
         import onnx
+
+        if device not in ("cpu", "cuda"):
+            raise ModelError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeNotAvailableError(f"device 'cuda' asked for, but torch {torch.__version__} sees no "
+                                           "CUDA GPU (a CPU-only wheel, or no NVIDIA device/driver)")
+        self.device = device
 
         self._torch = torch
         self.path = Path(path)
@@ -276,7 +285,7 @@ class TorchSession:
             _PREINFERRED.add(id(model))
             # A ModelProto, not the path: given a path, onnx2torch writes a temporary copy of the
             # model next to it (into the model store) for shape inference.
-            self._module = onnx2torch.convert(model).eval()
+            self._module = onnx2torch.convert(model).eval().to(device)
         except Exception as e:  # a converter that rejects an attribute combination, for one
             raise ModelError(f"{self.path.name}: onnx2torch failed to convert it: "
                              f"{type(e).__name__}: {e}") from None
@@ -292,13 +301,15 @@ class TorchSession:
             torch.set_num_threads(self.threads)
         # torch.from_numpy shares memory and wants a writable, contiguous array (copied only if not).
         args = [torch.from_numpy(np.require(feed[s.name], requirements="CW")) for s in self.inputs]
+        if self.device != "cpu":
+            args = [a.to(self.device, non_blocking=False) for a in args]
         try:
             with torch.inference_mode():
                 result = self._module(*args)
         except (RuntimeError, IndexError, ValueError) as e:
             raise ModelError(f"torch inference failed: {e}") from e
         results = result if isinstance(result, (tuple, list)) else (result,)
-        return {name: t.numpy() for name, t in zip(self._output_names, results, strict=True)}
+        return {name: t.cpu().numpy() for name, t in zip(self._output_names, results, strict=True)}
 
     def __repr__(self) -> str:
-        return f"TorchSession({self.path.name!r}, threads={self.threads})"
+        return f"TorchSession({self.path.name!r}, threads={self.threads}, device={self.device!r})"
