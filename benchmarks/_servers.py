@@ -28,6 +28,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -56,14 +57,49 @@ def cpu_pressure() -> float | None:
     return float(line.split()[1].split("=")[1])
 
 
+_CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def cpu_counters() -> dict[str, int]:
+    """The machine's CPU time counters (``/proc/stat``, all CPUs, clock ticks)."""
+    try:
+        first = Path("/proc/stat").read_text().splitlines()[0].split()
+    except OSError:
+        return {}
+    return dict(zip(_CPU_FIELDS, map(int, first[1:9]), strict=False))
+
+
+def cpu_shares(before: dict[str, int], after: dict[str, int]) -> dict[str, float]:
+    """Between two :func:`cpu_counters`: the share of CPU time that was busy, idle, and *stolen*
+    (this VM's vCPU was runnable but the hypervisor ran something else: another tenant's load)."""
+    d = {k: after.get(k, 0) - before.get(k, 0) for k in _CPU_FIELDS}
+    total = sum(d.values()) or 1
+    return {"busy": (total - d["idle"] - d["iowait"] - d["steal"]) / total,
+            "idle": (d["idle"] + d["iowait"]) / total, "steal": d["steal"] / total}
+
+
 def load_snapshot() -> dict[str, Any]:
-    """How busy the shared machine is right now: load averages, CPU pressure, ``uptime``."""
+    """How busy the shared machine is right now: load averages, CPU pressure, ``uptime``, and the
+    CPU counters (steal included) so a later snapshot can say what happened in between."""
     try:
         uptime = subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         uptime = ""
     return {"time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "load_avg": list(os.getloadavg()), "cpu_pressure_avg10": cpu_pressure(), "uptime": uptime}
+            "load_avg": list(os.getloadavg()), "cpu_pressure_avg10": cpu_pressure(), "uptime": uptime,
+            "cpu_counters": cpu_counters()}
+
+
+def run_shares(doc: dict[str, Any]) -> dict[str, float]:
+    """CPU shares over a whole benchmark run, from its ``load_before`` and ``load_after``."""
+    return cpu_shares(doc["load_before"]["cpu_counters"], doc["load_after"]["cpu_counters"])
+
+
+def describe_load(doc: dict[str, Any]) -> str:
+    sh = run_shares(doc)
+    return (f"load before: {doc['load_before']['uptime']}\nload after:  {doc['load_after']['uptime']}\n"
+            f"CPU over the run: {100 * sh['busy']:.0f}% busy, {100 * sh['idle']:.0f}% idle, "
+            f"{100 * sh['steal']:.1f}% stolen by the hypervisor")
 
 
 def machine() -> dict[str, Any]:
@@ -79,6 +115,13 @@ def machine() -> dict[str, Any]:
             info["versions"][pkg] = None
     info["note"] = "2-core VM shared with other engineers' work; see load before/after"
     return info
+
+
+def console() -> Any:
+    """A rich console; wide when the output is not a terminal, so tables pasted into docs fit."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=160)
 
 
 def pct(values: Any, q: float) -> float:
@@ -148,12 +191,82 @@ def stop_process(proc: subprocess.Popen, grace_s: float = 15.0) -> None:
 
 
 # ---------------------------------------------------------------------------- the platform
+# What-ifs: proposed platform changes, applied at start-up without editing the platform, so a
+# benchmark can measure a patch side by side with the platform as it is. Each is either Python run
+# before the CLI (a monkeypatch) or environment variables (inherited by the fork server and every
+# instance). Each is the runtime form of a patch proposed in benchmarks/README.md; none is a
+# platform option.
+@dataclass(frozen=True)
+class WhatIf:
+    why: str
+    code: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+
+
+WHAT_IFS: dict[str, WhatIf] = {
+    "malloc": WhatIf(
+        "glibc serves allocations above its (dynamic) mmap threshold with fresh mmap()s: every 803 kB "
+        "request body, its copies and its base64 decode then fault in new pages. A fixed 16 MB "
+        "threshold and no trimming keep them on the reused heap.",
+        env={"MALLOC_MMAP_THRESHOLD_": str(16 << 20), "MALLOC_TRIM_THRESHOLD_": str(64 << 20)}),
+    "thp": WhatIf(
+        "A first onnxruntime session in a fresh process takes ~15k minor page faults (~57 MB of new "
+        "pages); glibc's malloc on 2 MB transparent huge pages cuts that to ~5k.",
+        env={"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}),
+    "fast-records": WhatIf(
+        "records.to_table builds rows with dataclasses.asdict (~40 us a record); the meter's "
+        "once-a-second flush runs on the gateway's event loop, so at 800 rps it stalls it ~37 ms.",
+        code=("import pyarrow as pa, servelab.records as R\n"
+              "def _to_table(records):\n"
+              "    records = list(records)\n"
+              "    cols = {n: [r.get(n) if isinstance(r, dict) else getattr(r, n) for r in records]\n"
+              "            for n in R.FIELD_NAMES}\n"
+              "    return pa.table(cols, schema=R.SCHEMA)\n"
+              "R.to_table = _to_table\n")),
+    "socket-buffers": WhatIf(
+        "4 MB send/receive buffers on the gateway-instance socket pair: an 803 kB request frame goes "
+        "in one send() instead of four partial sends, each waiting for the instance to drain.",
+        code=("import socket, servelab.platform.backend as B\n"
+              "class _Sock:\n"
+              "    def __getattr__(self, name):\n"
+              "        return getattr(socket, name)\n"
+              "    @staticmethod\n"
+              "    def socketpair(*a, **k):\n"
+              "        pair = socket.socketpair(*a, **k)\n"
+              "        if a and a[1] == socket.SOCK_STREAM:\n"
+              "            for s in pair:\n"
+              "                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)\n"
+              "                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)\n"
+              "        return pair\n"
+              "B.socket = _Sock()\n")),
+}
+
+
+def what_if(*names: str) -> tuple[list[str] | None, dict[str, str]]:
+    """The command and environment that start ``servelab`` with the named :data:`WHAT_IFS`."""
+    unknown = [n for n in names if n not in WHAT_IFS]
+    if unknown:
+        raise ValueError(f"unknown what-if {unknown}; known: {sorted(WHAT_IFS)}")
+    code = "".join(WHAT_IFS[n].code for n in names)
+    env = {k: v for n in names for k, v in WHAT_IFS[n].env.items()}
+    if not code:
+        return None, env
+    run_cli = "import sys\nfrom servelab.cli import main\nsys.argv[0] = 'servelab'\nmain()\n"
+    return [sys.executable, "-c", code + run_cli], env
+
+
 class PlatformProcess:
     """``servelab platform up`` in a child process, on a free loopback port."""
 
-    def __init__(self, home: Path, *, limits: str = "auto", log: Path | None = None) -> None:
+    def __init__(self, home: Path, *, limits: str = "auto", log: Path | None = None,
+                 what_ifs: tuple[str, ...] = ()) -> None:
+        """``what_ifs`` names :data:`WHAT_IFS` to apply (proposed patches, measured side by side)."""
         self.home = Path(home)
         self.limits = limits
+        self.what_ifs = what_ifs
+        command, env = what_if(*what_ifs)
+        self.env = {**os.environ, **env}  # the fork server and the instances inherit it
+        self.command = command or [str(VENV_BIN / "servelab")]
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log or self.home.parent / f"platform-{self.port}.log"
@@ -163,8 +276,9 @@ class PlatformProcess:
         self.home.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "wb")  # closed right after Popen: the child has it
         self.proc = subprocess.Popen(
-            [str(VENV_BIN / "servelab"), "platform", "up", "--port", str(self.port), "--home", str(self.home),
-             "--limits", self.limits], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            [*self.command, "platform", "up", "--port", str(self.port), "--home", str(self.home),
+             "--limits", self.limits],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env)
         log.close()
         wait_http_ready(f"{self.url}/v2/health/ready", self.proc, 60, "servelab platform")
         return self
@@ -239,9 +353,9 @@ def _alive(pid: int) -> bool:
 
 # ---------------------------------------------------------------------------- comparison servers
 class ServerProcess:
-    """A comparison server (``fastapi`` or ``ray``) serving ``POST /infer`` in a child process."""
+    """A comparison server (``fastapi``, ``aiohttp`` or ``ray``) serving ``POST /infer`` in a child process."""
 
-    READY_TIMEOUT_S: ClassVar[dict[str, float]] = {"fastapi": 60.0, "ray": 180.0}
+    READY_TIMEOUT_S: ClassVar[dict[str, float]] = {"fastapi": 60.0, "aiohttp": 60.0, "ray": 180.0}
 
     def __init__(self, kind: str, model: Path, *, threads: int = 1, log: Path | None = None) -> None:
         self.kind = kind
@@ -273,6 +387,8 @@ class ServerProcess:
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None:
             stop_process(self.proc, grace_s=30)
+        if exc[0] is None:  # keep the log only when something went wrong
+            self.log_path.unlink(missing_ok=True)
 
     def log_tail(self, n: int = 2000) -> str:
         try:
@@ -307,6 +423,25 @@ def serve_fastapi(port: int, model: str, threads: int) -> None:
         return Response(payload, media_type="application/json", status_code=200 if ok else 400)
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def serve_aiohttp(port: int, model: str, threads: int) -> None:
+    """A bare aiohttp app (the platform's HTTP server library, default asyncio loop), no platform."""
+    from aiohttp import web
+
+    handler = _handler(model, threads)
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async def infer(request: web.Request) -> web.Response:
+        (ok, payload), = handler.run_batch([await request.read()])[0]
+        return web.Response(body=payload, content_type="application/json", status=200 if ok else 400)
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_post("/infer", infer)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
 def serve_ray(port: int, model: str, threads: int) -> None:
@@ -350,15 +485,18 @@ def serve_ray(port: int, model: str, threads: int) -> None:
         ray.shutdown()
 
 
+SERVERS = {"fastapi": serve_fastapi, "aiohttp": serve_aiohttp, "ray": serve_ray}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description="Run one comparison server (used by the benchmarks).")
-    ap.add_argument("kind", choices=["fastapi", "ray"])
+    ap.add_argument("kind", choices=list(SERVERS))
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--model", required=True)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-    (serve_fastapi if args.kind == "fastapi" else serve_ray)(args.port, args.model, args.threads)
+    SERVERS[args.kind](args.port, args.model, args.threads)
 
 
 if __name__ == "__main__":

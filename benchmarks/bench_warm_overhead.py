@@ -9,7 +9,11 @@ request body (a KServe v2 request with the 1x3x224x224 float32 image as a ``b64`
 - ``platform lambda``    — the Lambda Invoke route of ``servelab platform up`` (a separate process),
   function deployed with 1769 MB (1 vCPU, 1 thread) and the default cgroup limits.
 - ``platform v2``        — the same function through the Open Inference Protocol route.
+- ``platform lambda + malloc (what-if)`` — a second platform started with glibc's mmap threshold
+  fixed at 16 MB (``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_``, see ``_servers.WHAT_IFS``),
+  the first patch proposed in README.md; ``--what-if`` picks others.
 - ``fastapi``            — a hand-written FastAPI app under uvicorn running the same codec.
+- ``bare aiohttp``       — the same as a minimal aiohttp app (the platform's HTTP library, no platform).
 - ``ray serve``          — one Ray Serve replica (1 CPU) behind Ray Serve's HTTP proxy.
 
 The client is ``http.client`` on one keep-alive connection per system, sequential requests.
@@ -18,7 +22,7 @@ shared machine's drifting load hits them all alike. Ray starts a dozen backgroun
 would disturb the others, so it runs in a second phase, interleaved again with the in-process and
 platform references; its gap is computed against the references of its own phase.
 
-    .venv/bin/python benchmarks/bench_warm_overhead.py               # ~2 minutes
+    .venv/bin/python benchmarks/bench_warm_overhead.py               # ~2.5 minutes
     .venv/bin/python benchmarks/bench_warm_overhead.py --no-ray --requests 120
 
 Prints a table and writes every latency, with the platform's server-side facts, to
@@ -26,8 +30,10 @@ Prints a table and writes every latency, with the platform's server-side facts, 
 """
 
 import argparse
+import contextlib
 import http.client
 import json
+import shutil
 import socket
 import sys
 import tempfile
@@ -46,6 +52,8 @@ import _servers as S
 MEMORY_MB = 1769  # exactly 1 vCPU under the platform's limits, so the instance uses 1 thread
 THREADS = 1
 FUNCTION = "mnv2"
+# The platform again with proposed patches applied at start-up (see _servers.WHAT_IFS); --what-if.
+DEFAULT_WHAT_IF = "malloc"
 
 
 class HttpSystem:
@@ -173,12 +181,14 @@ def breakdown(rows: list[dict[str, Any]]) -> Table:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--requests", type=int, default=320, help="timed requests per system (after warm-up)")
-    ap.add_argument("--block", type=int, default=20, help="requests per system per round")
+    ap.add_argument("--block", type=int, default=10, help="requests per system per round")
     ap.add_argument("--warmup", type=int, default=30)
     ap.add_argument("--no-ray", action="store_true", help="skip the Ray Serve phase")
     ap.add_argument("--limits", default="auto", help="the platform's --limits")
+    ap.add_argument("--what-if", default=DEFAULT_WHAT_IF,
+                    help="comma-separated _servers.WHAT_IFS for a second, patched platform ('' skips it)")
     args = ap.parse_args()
-    console = Console()
+    console = S.console()
     from servelab import runtimes
     from servelab.platform.worker import ModelHandler
 
@@ -188,29 +198,46 @@ def main() -> None:
     session = runtimes.load(model, runtime="onnxruntime", threads=THREADS)
     handler = ModelHandler(session, FUNCTION)
     expected = next(iter(session.infer({"input": x}).values()))
-    doc: dict[str, Any] = {"benchmark": "warm overhead", "model": str(model), "body_bytes": len(body),
+    doc: dict[str, Any] = {"benchmark": "warm overhead", "what_if": args.what_if, "model": str(model),
+                           "body_bytes": len(body),
                            "memory_mb": MEMORY_MB, "threads": THREADS, "requests": args.requests,
                            "block": args.block, "warmup": args.warmup, "platform_limits": args.limits,
                            "client": "http.client, one keep-alive connection per system, TCP_NODELAY, sequential",
                            "machine": S.machine(), "load_before": S.load_snapshot(), "phases": {}}
     console.log(f"body {len(body) / 1e3:.0f} kB; load {doc['load_before']['uptime']}")
     home = Path(tempfile.mkdtemp(prefix="bench-warm-"))
-    with S.PlatformProcess(home / "home", limits=args.limits) as plat:
-        info = plat.info()
-        doc["platform_limits_mode"] = info["limits"]
-        plat.deploy(FUNCTION, plat.put_model(model), memory_mb=MEMORY_MB, start_mode="fork",
-                    threads=THREADS, max_concurrency=1)
+    with contextlib.ExitStack() as stack:
+        # Both platforms start before either creates an instance: a platform's start-up removes every
+        # servelab cgroup it finds in its memory cgroup, live instances of another platform included.
+        plat = stack.enter_context(S.PlatformProcess(home / "home", limits=args.limits))
+        what_if = None
+        names = tuple(n for n in args.what_if.split(",") if n)
+        if names:
+            what_if = stack.enter_context(S.PlatformProcess(home / "home-what-if", limits=args.limits,
+                                                            what_ifs=names))
+        doc["platform_limits_mode"] = plat.info()["limits"]
         lam = HttpSystem("platform lambda", plat.url, path=f"/2015-03-31/functions/{FUNCTION}/invocations")
         v2 = HttpSystem("platform v2", plat.url, path=f"/v2/models/{FUNCTION}/infer")
-        lam(body)  # the cold start, out of the way
-        with S.ServerProcess("fastapi", model, threads=THREADS) as fa:
-            fast = HttpSystem("fastapi", fa.url, path="/infer")
-            systems = {**in_process(session, handler, x), "platform lambda": lam, "platform v2": v2,
-                       "fastapi": fast}
-            doc["output_max_abs_diff"] = check_outputs(systems, body, expected)
-            data = interleave(systems, body, requests=args.requests, block=args.block, warmup=args.warmup,
-                              console=console, phase="phase 1 (no Ray)")
-            fast.close()
+        platforms: dict[str, HttpSystem] = {"platform lambda": lam, "platform v2": v2}
+        for p in (plat, what_if):
+            if p is not None:
+                p.deploy(FUNCTION, p.put_model(model), memory_mb=MEMORY_MB, start_mode="fork", threads=THREADS,
+                         max_concurrency=1)
+        if what_if is not None:
+            name = f"platform lambda + {'+'.join(names)} (what-if)"
+            platforms[name] = HttpSystem(name, what_if.url, path=f"/2015-03-31/functions/{FUNCTION}/invocations")
+        for sys_ in platforms.values():
+            sys_(body)  # the cold start, out of the way
+        fa = stack.enter_context(S.ServerProcess("fastapi", model, threads=THREADS))
+        ai = stack.enter_context(S.ServerProcess("aiohttp", model, threads=THREADS))
+        fast = HttpSystem("fastapi", fa.url, path="/infer")
+        bare = HttpSystem("bare aiohttp", ai.url, path="/infer")
+        systems = {**in_process(session, handler, x), **platforms, "fastapi": fast, "bare aiohttp": bare}
+        doc["output_max_abs_diff"] = check_outputs(systems, body, expected)
+        data = interleave(systems, body, requests=args.requests, block=args.block, warmup=args.warmup,
+                          console=console, phase="phase 1 (no Ray)")
+        fast.close()
+        bare.close()
         doc["phases"]["main"] = {"rows": summarize(data, "in-process infer"),
                                  "raw_ms": {k: v["ms"] for k, v in data.items()},
                                  "platform_facts": {k: v["facts"] for k, v in data.items() if v["facts"]}}
@@ -231,8 +258,9 @@ def main() -> None:
             except RuntimeError as e:
                 doc["phases"]["ray"] = {"skipped": str(e)}
                 console.log(f"[yellow]Ray Serve skipped: {e}[/]")
-        lam.close()
-        v2.close()
+        for sys_ in platforms.values():
+            sys_.close()
+    shutil.rmtree(home, ignore_errors=True)  # each platform home holds a copy of the model
     doc["load_after"] = S.load_snapshot()
     for phase, title in (("main", "Phase 1: warm MobileNetV2 batch 1, latency ms (Ray not running)"),
                          ("ray", "Phase 2: with Ray Serve running (its own references)")):
@@ -242,7 +270,8 @@ def main() -> None:
             console.print(table(p["rows"], title, ref_h))
     console.print(breakdown(doc["phases"]["main"]["rows"]))
     console.print(f"outputs vs in-process, max abs diff: {doc['output_max_abs_diff']}")
-    console.print(f"load before: {doc['load_before']['uptime']}\nload after:  {doc['load_after']['uptime']}")
+    doc["cpu_over_run"] = S.run_shares(doc)
+    console.print(S.describe_load(doc))
     path = S.write_result("warm-overhead", doc)
     console.print(f"raw results: {path}")
 
