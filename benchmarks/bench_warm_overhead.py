@@ -9,6 +9,9 @@ request body (a KServe v2 request with the 1x3x224x224 float32 image as a ``b64`
 - ``platform lambda``    — the Lambda Invoke route of ``servelab platform up`` (a separate process),
   function deployed with 1769 MB (1 vCPU, 1 thread) and the default cgroup limits.
 - ``platform v2``        — the same function through the Open Inference Protocol route.
+- ``platform v2 binary`` — the same route with the protocol's binary tensor data extension (JSON
+  header + the raw 602 kB image; outputs back as raw bytes); ``in-process handler binary`` is its
+  codec in this process.
 - ``platform lambda + malloc (what-if)`` — a second platform started with glibc's mmap threshold
   fixed at 16 MB (``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_``, see ``_servers.WHAT_IFS``),
   the first patch proposed in README.md; ``--what-if`` picks others.
@@ -82,6 +85,40 @@ class HttpSystem:
         self.conn.close()
 
 
+class BinaryHttpSystem(HttpSystem):
+    """The Open Inference Protocol's binary tensor extension: its own body (JSON header + raw image
+    bytes, outputs asked back as raw bytes), whatever body the round passes in."""
+
+    def __init__(self, name: str, url: str, *, path: str, x: np.ndarray) -> None:
+        super().__init__(name, url, path=path)
+        self.body, self.header_length = binary_body(x)
+
+    def __call__(self, body: bytes) -> tuple[float, bytes, dict[str, Any]]:
+        t0 = time.perf_counter()
+        self.conn.request("POST", self.path, body=self.body,
+                          headers={"Content-Type": "application/octet-stream",
+                                   "Inference-Header-Content-Length": str(self.header_length)})
+        resp = self.conn.getresponse()
+        out = resp.read()
+        ms = (time.perf_counter() - t0) * 1000
+        if resp.status != 200:
+            raise RuntimeError(f"{self.name}: HTTP {resp.status} {out[:300]!r}")
+        from servelab.tensors import frame_binary
+
+        facts = resp.getheader("X-Servelab-Facts")
+        # framed like the instance's answer, so check_outputs decodes both the same way
+        return ms, frame_binary(out, int(resp.getheader("Inference-Header-Content-Length"))), \
+            json.loads(facts) if facts else {}
+
+
+def binary_body(x: np.ndarray) -> tuple[bytes, int]:
+    raw = np.ascontiguousarray(x).tobytes()
+    header = json.dumps({"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
+                                     "parameters": {"binary_data_size": len(raw)}}],
+                         "parameters": {"binary_data_output": True}}).encode()
+    return header + raw, len(header)
+
+
 def in_process(session: Any, handler: Any, x: np.ndarray) -> dict[str, Callable]:
     def infer(body: bytes) -> tuple[float, bytes, dict]:
         t0 = time.perf_counter()
@@ -93,7 +130,16 @@ def in_process(session: Any, handler: Any, x: np.ndarray) -> dict[str, Callable]
         (_ok, payload), = handler.run_batch([body])[0]
         return (time.perf_counter() - t0) * 1000, payload, {}
 
-    return {"in-process infer": infer, "in-process handler": codec}
+    from servelab.tensors import frame_binary
+
+    framed = frame_binary(*binary_body(x))
+
+    def binary_codec(body: bytes) -> tuple[float, bytes, dict]:
+        t0 = time.perf_counter()
+        (_ok, payload), = handler.run_batch([framed])[0]
+        return (time.perf_counter() - t0) * 1000, payload, {}
+
+    return {"in-process infer": infer, "in-process handler": codec, "in-process handler binary": binary_codec}
 
 
 def interleave(systems: dict[str, Callable], body: bytes, *, requests: int, block: int, warmup: int,
@@ -122,14 +168,19 @@ def interleave(systems: dict[str, Callable], body: bytes, *, requests: int, bloc
 
 def check_outputs(systems: dict[str, Callable], body: bytes, expected: np.ndarray) -> dict[str, float]:
     """Max abs difference of each HTTP system's output from the in-process one (sanity)."""
-    from servelab.tensors import decode_tensors
+    from servelab.tensors import decode_tensors, unframe_binary
 
     diffs = {}
     for name, fn in systems.items():
         if name.startswith("in-process infer"):
             continue
         _, out, _ = fn(body)
-        got = next(iter(decode_tensors(json.loads(out)["outputs"]).values()))
+        framed = unframe_binary(out)
+        if framed is not None:
+            rest, n = framed
+            got = next(iter(decode_tensors(json.loads(bytes(rest[:n]))["outputs"], rest[n:]).values()))
+        else:
+            got = next(iter(decode_tensors(json.loads(out)["outputs"]).values()))
         diffs[name] = float(np.max(np.abs(got - expected)))
     return diffs
 
@@ -218,7 +269,8 @@ def main() -> None:
         doc["platform_limits_mode"] = plat.info()["limits"]
         lam = HttpSystem("platform lambda", plat.url, path=f"/2015-03-31/functions/{FUNCTION}/invocations")
         v2 = HttpSystem("platform v2", plat.url, path=f"/v2/models/{FUNCTION}/infer")
-        platforms: dict[str, HttpSystem] = {"platform lambda": lam, "platform v2": v2}
+        v2b = BinaryHttpSystem("platform v2 binary", plat.url, path=f"/v2/models/{FUNCTION}/infer", x=x)
+        platforms: dict[str, HttpSystem] = {"platform lambda": lam, "platform v2": v2, "platform v2 binary": v2b}
         for p in (plat, what_if):
             if p is not None:
                 p.deploy(FUNCTION, p.put_model(model), memory_mb=MEMORY_MB, start_mode="fork", threads=THREADS,

@@ -136,6 +136,40 @@ def test_open_inference_protocol_serves_metadata_and_inference(platform: Running
     assert _get(f"{platform.url}/v2/models/nope")[0] == 404
 
 
+def test_binary_tensor_extension_round_trips_raw_bytes(platform: RunningPlatform, tiny_models) -> None:
+    """The Open Inference Protocol's binary tensor data extension: JSON header + raw bytes, both ways."""
+    _create(platform.lambda_client(), "cnn", _put(platform, tiny_models["tiny-cnn"]))
+    x = np.random.default_rng(1).random((2, 3, 32, 32), dtype=np.float32)
+    raw = x.tobytes()
+    header = json.dumps({"id": "b1", "inputs": [{"name": "input", "shape": [2, 3, 32, 32], "datatype": "FP32",
+                                                 "parameters": {"binary_data_size": len(raw)}}],
+                         "parameters": {"binary_data_output": True}}).encode()
+    url = f"{platform.url}/v2/models/cnn/infer"
+    status, h, body = _post(url, header + raw, {"Inference-Header-Content-Length": str(len(header))})
+    assert status == 200 and h["Content-Type"] == "application/octet-stream"
+    n = int(h["Inference-Header-Content-Length"])
+    resp = json.loads(body[:n])
+    out = resp["outputs"][0]
+    assert resp["id"] == "b1" and out["shape"] == [2, 10] and "data" not in out
+    got = np.frombuffer(body[n:], dtype="<f4").reshape(2, 10)
+    assert out["parameters"]["binary_data_size"] == got.nbytes == len(body) - n
+    # the same inputs as JSON give the same numbers
+    _, _, jbody = _post(url, json.dumps({"inputs": [encode_tensor("input", x)]}).encode())
+    want = np.asarray(json.loads(jbody)["outputs"][0]["data"], dtype=np.float32).reshape(2, 10)
+    np.testing.assert_array_equal(got, want)
+    # binary inputs, JSON outputs (no binary_data_output)
+    plain = json.dumps({"inputs": [{"name": "input", "shape": [2, 3, 32, 32], "datatype": "FP32",
+                                    "parameters": {"binary_data_size": len(raw)}}]}).encode()
+    status, h, body = _post(url, plain + raw, {"Inference-Header-Content-Length": str(len(plain))})
+    assert status == 200 and "Inference-Header-Content-Length" not in h
+    np.testing.assert_array_equal(np.asarray(json.loads(body)["outputs"][0]["data"], np.float32).reshape(2, 10), want)
+    # sizes that do not add up are a 400 that says so; a bad header length too
+    status, _, body = _post(url, plain + raw[:-4], {"Inference-Header-Content-Length": str(len(plain))})
+    assert status == 400 and "binary_data_size" in json.loads(body)["error"]
+    status, _, body = _post(url, plain + raw, {"Inference-Header-Content-Length": str(10**9)})
+    assert status == 400 and "Inference-Header-Content-Length" in json.loads(body)["error"]
+
+
 def test_bad_input_is_a_function_error_with_a_clear_message(platform: RunningPlatform, tiny_models) -> None:
     c = platform.lambda_client()
     _create(c, "mlp", _put(platform, tiny_models["tiny-mlp"]))

@@ -55,3 +55,26 @@ def test_validate_inputs_checks_names_rank_and_fixed_dims() -> None:
 def test_random_fills_dynamic_axes() -> None:
     spec = TensorSpec("ids", ("batch", 128), "int64")
     assert spec.random(4).shape == (4, 128)
+
+
+def test_binary_extension_decodes_in_order_and_checks_sizes() -> None:
+    import numpy as np
+
+    from servelab.errors import InputValidationError
+    from servelab.tensors import decode_tensors, encode_binary_response, frame_binary, unframe_binary
+
+    a, b = np.arange(6, dtype=np.float32).reshape(2, 3), np.array([[7, 8]], dtype=np.int64)
+    objs = [{"name": "a", "shape": [2, 3], "datatype": "FP32", "parameters": {"binary_data_size": 24}},
+            {"name": "b", "shape": [1, 2], "datatype": "INT64", "data": [7, 8]}]
+    got = decode_tensors(objs, a.tobytes())
+    assert got["a"].tolist() == a.tolist() and got["b"].tolist() == b.tolist()
+    with pytest.raises(InputValidationError, match="add up to 24"):
+        decode_tensors(objs, a.tobytes() + b"\0")
+    with pytest.raises(InputValidationError, match="no binary part"):
+        decode_tensors(objs)
+    body, n = encode_binary_response({"id": "x"}, {"y": a}, True)
+    framed = unframe_binary(frame_binary(body, n))
+    assert framed is not None and bytes(framed[0]) == body and framed[1] == n
+    assert unframe_binary(b'{"inputs": []}') is None
+    with pytest.raises(InputValidationError):
+        frame_binary(b"{}", 3)

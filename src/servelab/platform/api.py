@@ -43,6 +43,7 @@ from servelab.platform.functions import (
 )
 from servelab.platform.meter import report_line
 from servelab.platform.server import Platform
+from servelab.tensors import HEADER_LENGTH_HTTP, frame_binary, unframe_binary
 
 DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024  # Lambda's synchronous payload limit
 LOG_TAIL_BYTES = 4096
@@ -342,7 +343,14 @@ async def v2_infer(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     if name not in p.services:
         return _v2_error(404, f"model {name!r} not found")
-    inv = await p.invoke(name, await request.read())
+    body = await request.read()
+    header_length = request.headers.get(HEADER_LENGTH_HTTP)
+    if header_length is not None:  # the binary tensor data extension
+        try:
+            body = frame_binary(body, int(header_length))
+        except (ValueError, InputValidationError) as e:
+            return _v2_error(400, f"bad {HEADER_LENGTH_HTTP}: {e}")
+    inv = await p.invoke(name, body)
     headers = {"X-Servelab-Facts": _facts_header(inv)}
     if inv.status == "throttled":
         return web.json_response({"error": "too many requests: the model is at its maximum concurrency"},
@@ -354,6 +362,11 @@ async def v2_infer(request: web.Request) -> web.Response:
             msg = inv.payload.decode(errors="replace")
         status = 400 if inv.error_type == "Unhandled" else 504 if inv.status == "timeout" else 500
         return _v2_error(status, msg)
+    framed = unframe_binary(inv.payload)
+    if framed is not None:
+        out, n = framed
+        headers[HEADER_LENGTH_HTTP] = str(n)
+        return web.Response(body=bytes(out), content_type="application/octet-stream", headers=headers)
     return web.Response(body=inv.payload, content_type="application/json", headers=headers)
 
 

@@ -75,17 +75,22 @@ class ModelHandler:
         import numpy as np
 
         t = self.tensors
-        parsed: list[tuple[dict, dict[str, Any], bool] | BaseException] = []
+        parsed: list[tuple[dict, dict[str, Any], bool, set[str] | bool] | BaseException] = []
         for body in bodies:
             try:
-                event = json.loads(body)
+                framed = t.unframe_binary(body)  # the binary tensor extension: JSON header + raw bytes
+                if framed is not None:
+                    payload, header_length = framed
+                    event, raw = json.loads(bytes(payload[:header_length])), payload[header_length:]
+                else:
+                    event, raw = json.loads(body), None
                 if not isinstance(event, dict) or "inputs" not in event:
                     raise t.InputValidationError(
                         "the event must be an Open Inference Protocol request: "
                         '{"inputs": [{"name", "shape", "datatype", "data" | "b64"}]}')
-                arrays = t.validate_inputs(self.session.inputs, t.decode_tensors(event["inputs"]))
-                binary = any("b64" in obj for obj in event["inputs"])
-                parsed.append((event, arrays, binary))
+                arrays = t.validate_inputs(self.session.inputs, t.decode_tensors(event["inputs"], raw))
+                b64 = any("b64" in obj for obj in event["inputs"])
+                parsed.append((event, arrays, b64, t.wants_binary_outputs(event)))
             except json.JSONDecodeError as e:
                 parsed.append(t.InputValidationError(f"the payload is not JSON: {e}"))
             except Exception as e:  # validation errors are answers, not crashes
@@ -108,13 +113,17 @@ class ModelHandler:
             if isinstance(p, BaseException):
                 results.append((False, _error_payload(p)))
                 continue
-            event, arrays, binary = p
+            event, arrays, b64, binary_out = p
             n = next(iter(arrays.values())).shape[0]
-            out = [t.encode_tensor(name, arr[row:row + n], binary=binary) for name, arr in outputs.items()]
+            mine = {name: arr[row:row + n] for name, arr in outputs.items()}
             row += n
-            resp: dict[str, Any] = {"model_name": self.function_name, "outputs": out}
+            resp: dict[str, Any] = {"model_name": self.function_name}
             if "id" in event:
                 resp["id"] = event["id"]
+            if binary_out:
+                results.append((True, t.frame_binary(*t.encode_binary_response(resp, mine, binary_out))))
+                continue
+            resp["outputs"] = [t.encode_tensor(name, arr, binary=b64) for name, arr in mine.items()]
             results.append((True, json.dumps(resp).encode()))
         return results, inference_ms
 
