@@ -233,6 +233,18 @@ def test_the_same_records_bill_differently_at_1ms_and_100ms_rounding(tmp_path, c
     assert gcf.billed_gb_s == pytest.approx(0.6 * 0.25)
 
 
+def test_a_batch_is_billed_as_one_rounded_execution_shared_by_its_requests(tmp_path, catalog):
+    # four requests served together in one 130 ms batch, one served alone for 130 ms
+    recs = [_rec(i, 130.0, start_s=0.0) for i in range(4)] + [_rec(4, 130.0, start_s=1.0)]
+    for r in recs[:4]:
+        r.batch_size = 4
+    table = read_records(_write(tmp_path, recs))
+    gcf = price_run(table, GCF1, catalog=catalog)
+    # two executions of 200 ms (100 ms steps), not five
+    assert gcf.billed_gb_s == pytest.approx(2 * 0.2 * 0.25)
+    assert gcf.requests == 5 and any("batches" in n for n in gcf.notes)
+
+
 def test_billed_ms_ignores_float_noise_and_applies_the_minimum(catalog):
     lam, gcf = catalog.get(LAMBDA), catalog.get(GCF1)
     assert billed_ms(np.array([0.12 * 1000]), lam)[0] == 120  # 120.00000000000001 is 120 ms

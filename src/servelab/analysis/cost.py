@@ -93,6 +93,7 @@ class _Usage:
     window_measured: bool = False  # window_s is the records' span, not given by the caller
     weight: float = 1.0  # estimate(): one synthetic request standing for `weight` requests
     synthetic: bool = False  # estimate(): no arrival times, so no per-request provisioned split
+    share: np.ndarray | float = 1.0  # 1/batch size: a batch is one execution, each request pays its share
 
 
 def billed_ms(duration_ms: np.ndarray, entry: PriceEntry) -> np.ndarray:
@@ -252,8 +253,15 @@ def _usage_from_table(table: pa.Table, entry: PriceEntry, *, memory_mb: int | No
     began = np.where(np.isnan(sent), scheduled[keep], sent)
     end = np.where(np.isnan(completed[keep]), began + dur / 1000.0, completed[keep])
     start = end - np.nan_to_num(dur) / 1000.0
+    share: np.ndarray | float = 1.0
+    if "batch_size" in table.column_names:
+        batch = np.nan_to_num(_column(table, "batch_size")[keep], nan=1.0)
+        if (batch > 1).any():
+            share = 1.0 / np.maximum(batch, 1.0)
+            notes.append(f"{int((batch > 1).sum()):,} request(s) ran in batches: each batch billed as one "
+                         "execution (rounded once), shared by its requests")
     return _Usage(duration_ms=dur, memory_mb=mem, start_s=start, window_s=window, notes=notes,
-                  window_measured=duration_s is None)
+                  window_measured=duration_s is None, share=share)
 
 
 def _resolve_memory(entry: ServerlessEntry, memory_mb: np.ndarray) -> tuple[np.ndarray, np.ndarray,
@@ -323,7 +331,7 @@ def _price_serverless(entry: ServerlessEntry, usage: _Usage, n_billed: int, slot
     mem, ghz, vcpu, out.notes = _resolve_memory(entry, usage.memory_mb)
     out.notes.append(f"durations rounded up to {entry.rounding_ms:g} ms steps "
                      f"(minimum {entry.min_billed_ms:g} ms)")
-    seconds = billed / 1000.0
+    seconds = billed / 1000.0 * usage.share
     gb = mem / 1024.0
     gb_rate = np.full(len(seconds), entry.per_gb_second_usd)
     cpu_rate = ghz * entry.per_ghz_second_usd + vcpu * entry.per_vcpu_second_usd

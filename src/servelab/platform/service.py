@@ -266,8 +266,9 @@ class FunctionService:
         ready_s = p.arrived_s if self.tracking else (inst.ready_s or p.arrived_s)
         first_batch = inst.served <= batch_size
         kind = "cold" if cold else ("prewarmed" if inst.kind == "prewarmed" and first_batch else "warm")
-        share_ms = duration_ms / batch_size
-        billed = billed_ms(share_ms, cfg.billing_rounding_ms)
+        # The batch is one billed execution, rounded once, and each request pays its share
+        # (rounding each share up would bill a batch of 8 as 8 rounding units).
+        billed = billed_ms(duration_ms, cfg.billing_rounding_ms) / batch_size
         if cold:
             billed += billed_ms(inst.init.total_ms, cfg.billing_rounding_ms)
         rec = RequestRecord(
