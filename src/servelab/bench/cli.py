@@ -1,0 +1,141 @@
+"""``servelab plan EXP.yaml`` and ``servelab run EXP.yaml --out DIR``.
+
+Module-level imports stay cheap (typer, rich): the spec, planner and executor are imported
+inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+app = typer.Typer(help="Experiments: plan and run a grid of configurations against targets.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+
+
+def _duration(s: float) -> str:
+    s = round(s)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _v(x: object) -> str:
+    return "-" if x is None else str(x)
+
+
+def plan_table(plan, done: set[str] | None = None) -> Table:
+    """The plan as a rich table: one row per run, skipped runs with their reason."""
+    t = Table(title=f"experiment {plan.experiment.name}: {len(plan.runs)} runs", show_lines=False)
+    for col in ("#", "run id", "target", "model", "runtime", "memory MB", "batch", "prov", "workload", "rep",
+                "seed", "duration s", "est. s", "status"):
+        t.add_column(col, justify="right" if col in ("#", "memory MB", "batch", "prov", "rep", "seed",
+                                                     "duration s", "est. s") else "left", overflow="fold")
+    reasons: list[str] = []
+    for r in plan.runs:
+        if r.skip_reason and r.skip_reason not in reasons:
+            reasons.append(r.skip_reason)
+        status = (f"[yellow]skipped ({reasons.index(r.skip_reason) + 1})[/]" if r.skip_reason
+                  else "[green]DONE[/]" if done and r.run_id in done else "")
+        t.add_row(str(r.index), r.run_id, r.target, r.model, _v(r.runtime), _v(r.memory_mb), _v(r.batch_size),
+                  _v(r.provisioned), r.workload, str(r.repetition), str(r.seed), f"{r.duration_s:g}",
+                  f"{r.estimate_s:.0f}", status)
+    if reasons:
+        t.caption = "\n".join(f"skipped ({i}): {why}" for i, why in enumerate(reasons, 1))
+        t.caption_justify = "left"
+    return t
+
+
+def plan_footer(plan, done: set[str] | None = None) -> str:
+    todo = [r for r in plan.to_run if not done or r.run_id not in done]
+    est = sum(r.estimate_s for r in todo) + (plan.platform_start_s if todo else 0.0)
+    parts = [f"{len(plan.runs)} runs", f"{len(plan.to_run)} to run", f"{len(plan.skipped)} skipped"]
+    if plan.excluded:
+        parts.append(f"{plan.excluded} excluded")
+    if done:
+        parts.append(f"{len(done & {r.run_id for r in plan.runs})} already DONE")
+    start = f", platform start {plan.platform_start_s:.0f} s" if plan.platform_start_s and todo else ""
+    return (", ".join(parts) + f"; estimated time {_duration(est)} "
+            f"(schedule + drain + deploy/start + cool-down{start})")
+
+
+def _done_in(out: Path | None) -> set[str]:
+    if out is None or not (out / "runs").is_dir():
+        return set()
+    return {p.name for p in (out / "runs").iterdir() if (p / "DONE").is_file()}
+
+
+@app.command("plan")
+def plan_cmd(
+    experiment: Path = typer.Argument(..., help="Experiment YAML file."),
+    out: Path = typer.Option(None, "--out", "-o", help="Output directory: mark runs DONE there."),
+    as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
+) -> None:
+    """Expand an experiment into its runs and estimate how long they take, before anything runs."""
+    from servelab.bench.planner import make_plan
+    from servelab.bench.spec import load_experiment
+
+    plan = make_plan(load_experiment(experiment))
+    if as_json:
+        typer.echo(json.dumps(plan.to_dict(), indent=2, default=str))
+        return
+    done = _done_in(out)
+    console.print(plan_table(plan, done))
+    console.print(plan_footer(plan, done))
+
+
+def results_table(lines: list[dict]) -> Table:
+    t = Table(title="results (DIR/summary.json)")
+    for col in ("run id", "target", "workload", "status", "requests", "SR", "p50 ms", "p95 ms", "p99 ms",
+                "cold", "USD / 1M req", "price entry"):
+        t.add_column(col, justify="left" if col in ("run id", "target", "workload", "status", "price entry")
+                     else "right", overflow="fold")
+
+    def f(x: object, spec: str) -> str:
+        return "-" if x is None else format(x, spec)
+
+    for line in lines:
+        s = line.get("summary") or {}
+        c = line.get("cost") or {}
+        t.add_row(line["run_id"], line["target"], line["workload"], line["status"], f(s.get("count"), ","),
+                  f(s.get("success_ratio"), ".4f"), f(s.get("latency_p50_ms"), ",.1f"),
+                  f(s.get("latency_p95_ms"), ",.1f"), f(s.get("latency_p99_ms"), ",.1f"),
+                  f(s.get("cold_starts"), "d"), f(c.get("per_million_usd"), ",.2f"),
+                  c.get("entry_id") or ("see plan" if line.get("reason") else "-"))
+    return t
+
+
+@app.command("run")
+def run_cmd(
+    experiment: Path = typer.Argument(..., help="Experiment YAML file."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory; an existing one is resumed."),
+    only: list[str] = typer.Option(None, "--only", help="Run only these run ids (or prefixes); repeatable."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or per-run lines."),
+) -> None:
+    """Run an experiment: every planned run, resumable (finished runs are never redone)."""
+    from servelab.bench.executor import Executor, read_summary
+    from servelab.bench.planner import make_plan
+    from servelab.bench.spec import load_experiment
+
+    plan = make_plan(load_experiment(experiment))
+    if not quiet:
+        console.print(plan_footer(plan, _done_in(out)))
+    result = Executor(plan, out, console=console, quiet=quiet, only=only).run()
+    console.print(results_table(read_summary(out)))
+    console.print(f"{len(result.completed)} run(s) done now, {len(result.already_done)} done before, "
+                  f"{len(result.skipped)} skipped, {len(result.failed)} failed in "
+                  f"{_duration(result.elapsed_s)}; output in {out}")
+    if result.failed:
+        for rid, msg in result.failed:
+            console.print(f"[red]failed[/] {rid}: {msg}")
+        raise typer.Exit(1)
+
+
+def register(root: typer.Typer) -> None:
+    """Mount ``plan`` and ``run`` as top-level ``servelab`` commands."""
+    root.command("plan")(plan_cmd)
+    root.command("run")(run_cmd)
