@@ -9,8 +9,13 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any, TypeVar
 
-from servelab.errors import InvalidNameError
+from pydantic import BaseModel, ValidationError
+
+from servelab.errors import ConfigError, InvalidNameError
+
+T = TypeVar("T", bound=BaseModel)
 
 HOME_ENV = "SERVELAB_HOME"
 
@@ -36,3 +41,13 @@ def validate_name(name: str, *, what: str = "name") -> str:
             "starting with a letter or digit"
         )
     return name
+
+
+def validated(model_cls: type[T], what: str, **fields: Any) -> T:
+    """``model_cls(**fields)``, with pydantic's errors turned into one :class:`ConfigError` that
+    names every bad field: ``invalid {what}: memory_mb: Input should be ...; region: ...``."""
+    try:
+        return model_cls(**fields)
+    except ValidationError as e:
+        msgs = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
+        raise ConfigError(f"invalid {what}: {msgs}") from None

@@ -15,11 +15,14 @@ import asyncio
 import base64
 import hmac
 import json
+import os
 import re
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from aiohttp import web
 
@@ -37,6 +40,7 @@ from servelab.errors import (
 )
 from servelab.platform.functions import (
     BUILTIN_MODEL_HANDLER,
+    FunctionConfig,
     apply_servelab_vars,
     lambda_configuration,
     make_config,
@@ -52,6 +56,9 @@ TOKEN_KEY = web.AppKey("token", str)
 MAX_BODY_KEY = web.AppKey("max_body_bytes", int)
 BACKGROUND_KEY = web.AppKey("background", set)
 _CREDENTIAL_RE = re.compile(r"Credential=([^/,\s]+)/")
+# Lambda's tag rules: at most 50 per function, keys 1..128 and values 0..256 characters, no "aws:" prefix.
+MAX_TAGS = 50
+_FUNCTION_ARN_RE = re.compile(r"^arn:aws:lambda:[^:]*:[0-9]*:function:([^:]+)(?::[^:]+)?$")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -150,9 +157,13 @@ def _config_from_create(body: dict[str, Any]) -> tuple[dict[str, Any], bytes | N
 @management
 async def create_function(request: web.Request) -> web.Response:
     p = _platform(request)
-    data, code_zip = _config_from_create(await request.json())
+    body = await request.json()
+    data, code_zip = _config_from_create(body)
     cfg = make_config(data)
+    tags = _check_tags(body.get("Tags") or {})
     ts = await p.create(cfg, code_zip=code_zip)
+    if tags:
+        _write_tags(p, cfg.name, tags)
     cfg, _ = p.get(cfg.name)
     return web.json_response(lambda_configuration(cfg, last_modified=ts), status=201)
 
@@ -170,7 +181,7 @@ async def get_function(request: web.Request) -> web.Response:
         "Configuration": lambda_configuration(cfg, last_modified=ts),
         "Code": {"RepositoryType": "servelab", "Location": f"servelab://functions/{cfg.name}"},
         "Concurrency": {"ReservedConcurrentExecutions": cfg.max_concurrency},
-        "Tags": {},
+        "Tags": _read_tags(p, cfg.name),
     })
 
 
@@ -222,6 +233,12 @@ async def put_provisioned(request: web.Request) -> web.Response:
 async def get_provisioned(request: web.Request) -> web.Response:
     p = _platform(request)
     cfg, ts = p.get(request.match_info["name"])
+    if request.query.get("List") == "ALL":  # ListProvisionedConcurrencyConfigs shares this path
+        configs = []
+        if cfg.provisioned:
+            view = _provisioned_view(p, cfg.name, ts)
+            configs.append({"FunctionArn": _function_arn(cfg.name, "$LATEST"), **view})
+        return web.json_response({"ProvisionedConcurrencyConfigs": configs})
     if cfg.provisioned == 0:
         return lambda_error(404, "ProvisionedConcurrencyConfigNotFoundException",
                             f"No Provisioned Concurrency Config found for function: {cfg.name}")
@@ -254,6 +271,106 @@ async def put_concurrency(request: web.Request) -> web.Response:
     return web.json_response({"ReservedConcurrentExecutions": cfg.max_concurrency})
 
 
+async def get_concurrency(request: web.Request) -> web.Response:
+    cfg, _ = _platform(request).get(request.match_info["name"])
+    return web.json_response({"ReservedConcurrentExecutions": cfg.max_concurrency})
+
+
+@management
+async def delete_concurrency(request: web.Request) -> web.Response:
+    """Lambda's "unreserved" has no equivalent on one machine: back to the platform's default."""
+    default = FunctionConfig.model_fields["max_concurrency"].default
+    await _platform(request).update(request.match_info["name"], max_concurrency=default)
+    return web.Response(status=204)
+
+
+@management
+async def publish_version(request: web.Request) -> web.Response:
+    """The platform keeps no immutable versions: every function has one, "1", which is its
+    current code and configuration. Enough for callers that put provisioned concurrency on a
+    published version and invoke it with ``Qualifier``, as AWS requires."""
+    p = _platform(request)
+    cfg, ts = p.get(request.match_info["name"])
+    view = lambda_configuration(cfg, last_modified=ts)
+    return web.json_response({**view, "Version": "1", "FunctionArn": _function_arn(cfg.name, "1")},
+                             status=201)
+
+
+# ---- Lambda: tags --------------------------------------------------------------------------
+# Tags live beside the function's code (home/functions/NAME/tags.json), so deleting the
+# function deletes them. SERVELAB_* tags are settings (read at create) and are kept here too.
+def _function_arn(name: str, qualifier: str | None = None) -> str:
+    arn = f"arn:aws:lambda:local:000000000000:function:{name}"
+    return arn if qualifier is None else f"{arn}:{qualifier}"
+
+
+def _tags_path(p: Platform, name: str) -> Path:
+    return p.code_dir(name).parent / "tags.json"
+
+
+def _read_tags(p: Platform, name: str) -> dict[str, str]:
+    try:
+        return json.loads(_tags_path(p, name).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_tags(p: Platform, name: str, tags: dict[str, str]) -> None:
+    path = _tags_path(p, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name("tags.json.tmp")
+    tmp.write_text(json.dumps(tags, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _check_tags(tags: Any) -> dict[str, str]:
+    if not isinstance(tags, dict):
+        raise ConfigError("Tags must be an object of string keys and values")
+    for k, v in tags.items():
+        if not isinstance(k, str) or not 1 <= len(k) <= 128 or k.lower().startswith("aws:"):
+            raise ConfigError(f"tag key {k!r}: 1-128 characters, not starting with 'aws:'")
+        if not isinstance(v, str) or len(v) > 256:
+            raise ConfigError(f"tag {k!r}: the value must be a string of at most 256 characters")
+    if len(tags) > MAX_TAGS:
+        raise ConfigError(f"{len(tags)} tags: a function has at most {MAX_TAGS}")
+    return dict(tags)
+
+
+def _tagged_function(request: web.Request) -> str:
+    """The function a tagging call names by ARN; 404 for an ARN of something else or unknown."""
+    arn = unquote(request.match_info["arn"])
+    m = _FUNCTION_ARN_RE.match(arn)
+    if m is None:
+        raise ConfigError(f"Resource {arn!r} is not a function ARN (arn:aws:lambda:REGION:ACCOUNT:function:NAME)")
+    name = m.group(1)
+    _platform(request).get(name)  # FunctionNotFoundError -> 404
+    return name
+
+
+async def list_tags(request: web.Request) -> web.Response:
+    name = _tagged_function(request)
+    return web.json_response({"Tags": _read_tags(_platform(request), name)})
+
+
+@management
+async def tag_resource(request: web.Request) -> web.Response:
+    p = _platform(request)
+    name = _tagged_function(request)
+    body = await request.json()
+    merged = _check_tags({**_read_tags(p, name), **_check_tags((body or {}).get("Tags") or {})})
+    _write_tags(p, name, merged)
+    return web.Response(status=204)
+
+
+@management
+async def untag_resource(request: web.Request) -> web.Response:
+    p = _platform(request)
+    name = _tagged_function(request)
+    drop = set(request.query.getall("tagKeys", []))
+    _write_tags(p, name, {k: v for k, v in _read_tags(p, name).items() if k not in drop})
+    return web.Response(status=204)
+
+
 # ---- Lambda: invoke ------------------------------------------------------------------------
 def _facts_header(inv) -> str:
     rec = inv.record
@@ -277,7 +394,9 @@ def _log_result(inv) -> str:
 
 async def invoke(request: web.Request) -> web.StreamResponse:
     p = _platform(request)
-    name = request.match_info["name"]
+    # Lambda accepts "name:qualifier" (a version or alias); the platform has one version of each
+    # function (see publish_version), so the qualifier names the same function.
+    name = request.match_info["name"].partition(":")[0]
     svc = p.service(name)  # 404 before reading the body
     kind = request.headers.get("X-Amz-Invocation-Type", "RequestResponse")
     body = await request.read()
@@ -424,6 +543,12 @@ def make_app(platform: Platform, *, token: str | None = None,
     app.router.add_get("/2019-09-30/functions/{name}/provisioned-concurrency", get_provisioned)
     app.router.add_delete("/2019-09-30/functions/{name}/provisioned-concurrency", delete_provisioned)
     app.router.add_put("/2017-10-31/functions/{name}/concurrency", put_concurrency)
+    app.router.add_delete("/2017-10-31/functions/{name}/concurrency", delete_concurrency)
+    app.router.add_get("/2019-09-30/functions/{name}/concurrency", get_concurrency)
+    app.router.add_post(fn + "/versions", publish_version)
+    app.router.add_get("/2017-03-31/tags/{arn}", list_tags)
+    app.router.add_post("/2017-03-31/tags/{arn}", tag_resource)
+    app.router.add_delete("/2017-03-31/tags/{arn}", untag_resource)
     app.router.add_get("/v2/health/live", v2_live)
     app.router.add_get("/v2/health/ready", v2_ready)
     app.router.add_get("/v2/models/{name}", v2_model)

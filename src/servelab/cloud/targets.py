@@ -1,0 +1,205 @@
+"""Cloud target kinds for experiments, registered with the bench registry.
+
+The registry imports this module the first time an experiment names a kind it does not know
+(``servelab.bench.registry.PLUGIN_MODULES``), so it stays cheap: pydantic specs here, boto3
+and the rest only when a run deploys.
+
+- ``aws-lambda``: the function is deployed per run (cold), driven by the load generator
+  through Lambda's Invoke API (SigV4-signed on AWS, plain on a Lambda-compatible ``endpoint_url``)
+  with ``LogType=Tail``, so every record carries the REPORT line's facts; deleted after the run.
+- ``sagemaker``, ``gcp-functions``, ``cloud-run``: registered so specs validate and plans price
+  them, but marked unavailable: the load generator has no SigV4-``sagemaker`` or Google
+  ID-token target yet. Use ``servelab cloud deploy/invoke`` for single functions (docs/cloud.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import signal
+import threading
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from servelab.bench.registry import register_target
+from servelab.bench.spec import TargetSpecBase
+from servelab.bench.targets import BenchTarget, Endpoint
+
+LAMBDA_URL = "https://lambda.{region}.amazonaws.com"
+
+
+class AwsLambdaTargetSpec(TargetSpecBase):
+    """AWS Lambda (or a Lambda-compatible endpoint). Axes used: models, memory_mb, provisioned."""
+
+    kind: Literal["aws-lambda"] = "aws-lambda"
+    region: str = "us-east-1"
+    role_arn: str = ""
+    model_source: Literal["s3", "bundled"] = "s3"
+    model_bucket: str | None = None
+    architecture: Literal["x86_64", "arm64"] = "x86_64"
+    function_timeout_s: int = Field(30, ge=1, le=900)
+    reserved_concurrency: int | None = Field(None, ge=1)
+    layers: tuple[str, ...] = ()
+    image_uri: str | None = None
+    endpoint_url: str | None = None  # a Lambda-compatible server (servelab's platform); default AWS
+    s3_endpoint_url: str | None = None
+    expected_duration_ms: float = Field(200.0, gt=0)  # for the cost estimate the budget checks
+    max_cost_usd: float | None = Field(None, ge=0)  # refuse runs once the estimates add up past it
+    FIXED_AXES: ClassVar[frozenset[str]] = frozenset({"runtime", "batch_size"})
+    DEFAULT_PRICE: ClassVar[str | None] = "aws-lambda-x86-us-east-1"
+
+
+class SageMakerTargetSpec(TargetSpecBase):
+    kind: Literal["sagemaker"] = "sagemaker"
+    region: str = "us-east-1"
+    role_arn: str = ""
+    mode: Literal["realtime", "serverless"] = "realtime"
+    instance_type: str = "ml.c5.large"
+    instance_count: int = Field(1, ge=1)
+    max_concurrency: int = Field(5, ge=1, le=200)
+    FIXED_AXES: ClassVar[frozenset[str]] = frozenset({"runtime", "batch_size", "provisioned"})
+    DEFAULT_PRICE: ClassVar[str | None] = "aws-sagemaker-ml.c5.large-us-east-1"
+
+
+class GcpFunctionsTargetSpec(TargetSpecBase):
+    kind: Literal["gcp-functions"] = "gcp-functions"
+    project: str = ""
+    region: str = "us-central1"
+    FIXED_AXES: ClassVar[frozenset[str]] = frozenset({"runtime", "batch_size", "provisioned"})
+    DEFAULT_PRICE: ClassVar[str | None] = "gcp-cloudfunctions-gen2-us-central1"
+
+
+class CloudRunTargetSpec(GcpFunctionsTargetSpec):
+    kind: Literal["cloud-run"] = "cloud-run"  # type: ignore[assignment]
+    image: str = ""
+
+
+def _function_name(run_id: str) -> str:
+    return "servelab-" + hashlib.sha256(run_id.encode()).hexdigest()[:12]
+
+
+class AwsLambdaTarget(BenchTarget):
+    kind: ClassVar[str] = "aws-lambda"
+    spec: AwsLambdaTargetSpec
+
+    def __init__(self, spec: TargetSpecBase, ctx: Any) -> None:
+        super().__init__(spec, ctx)
+        self.function: Any = None
+        self.spent_estimate_usd = 0.0
+        self._old_term: Any = None
+        self._term_installed = False
+
+    @classmethod
+    def overhead_s(cls, run: Any) -> float:
+        # create + wait Active (~1-5 s on AWS), provisioned concurrency (minutes on AWS), delete
+        return 5.0 + (120.0 if run.provisioned else 0.0)
+
+    def start(self) -> None:
+        # SIGTERM becomes KeyboardInterrupt, so the executor's finally tears the functions down
+        if threading.current_thread() is threading.main_thread():
+            def _on_term(signum: int, frame: Any) -> None:
+                raise KeyboardInterrupt(f"signal {signum}")
+
+            self._old_term = signal.signal(signal.SIGTERM, _on_term)
+            self._term_installed = True
+
+    def lambda_function(self, run: Any) -> Any:
+        from servelab.cloud.aws_lambda import LambdaFunction, make_spec
+
+        s = self.spec
+        spec = make_spec(function_name=_function_name(run.run_id), run_id=run.run_id, role_arn=s.role_arn,
+                         memory_mb=run.memory_mb or 1769, timeout_s=s.function_timeout_s,
+                         reserved_concurrency=s.reserved_concurrency, provisioned_concurrency=run.provisioned or 0,
+                         architecture=s.architecture, model_source=s.model_source, model_bucket=s.model_bucket,
+                         layers=s.layers, image_uri=s.image_uri, region=s.region, endpoint_url=s.endpoint_url,
+                         s3_endpoint_url=s.s3_endpoint_url, price_entry=s.price_entry)
+        poll = 0.05 if s.endpoint_url else 5.0
+        return LambdaFunction(spec, poll_s=poll)
+
+    def prepare(self, run: Any, model_path: Path) -> Endpoint:
+        from servelab.cloud.safety import check_budget
+        from servelab.loadgen.targets import TargetSpec
+        from servelab.workload import generate, load_spec
+
+        fn = self.lambda_function(run)
+        requests = len(generate(load_spec(run.workload_spec), duration_s=run.duration_s, seed=run.seed))
+        plan = fn.plan(model_path, requests=requests, expected_duration_ms=self.spec.expected_duration_ms,
+                       window_s=max(run.duration_s, 300.0))
+        if self.spec.max_cost_usd is not None:
+            plan.estimate_usd += self.spent_estimate_usd  # the budget is for the whole experiment
+            check_budget(plan, self.spec.max_cost_usd)
+        self.function = fn
+        deployed = fn.deploy(model_path)
+        self.spent_estimate_usd = plan.estimate_usd
+        url = self.spec.endpoint_url or LAMBDA_URL.format(region=self.spec.region)
+        region = None if self.spec.endpoint_url else self.spec.region  # sign only for AWS itself
+        return Endpoint(target=TargetSpec("lambda", url=url, name=deployed.invoke_name, aws_region=region),
+                        info={"url": url, "function": deployed.invoke_name, "arn": deployed.function_arn,
+                              "package": deployed.package, "timings_s": deployed.timings_s,
+                              "plan": plan.to_dict(), "tags": {"servelab:run-id": run.run_id}})
+
+    def cooldown(self) -> None:
+        self._teardown_function()
+        super().cooldown()
+
+    def _teardown_function(self) -> None:
+        if self.function is not None:
+            fn, self.function = self.function, None
+            fn.teardown()
+
+    def teardown(self) -> None:
+        try:
+            self._teardown_function()
+        finally:
+            if self._term_installed:
+                with contextlib.suppress(ValueError, TypeError):
+                    signal.signal(signal.SIGTERM, self._old_term if self._old_term is not None else signal.SIG_DFL)
+                self._term_installed = False
+
+    def price_args(self, run: Any, summary: dict[str, Any]) -> dict[str, Any] | None:
+        args = super().price_args(run, summary)
+        if args is not None and run.provisioned:
+            args["provisioned_instances"] = run.provisioned
+        return args
+
+
+class _NotYetDriven(BenchTarget):
+    """Kinds whose specs validate and price, but that the load generator cannot drive yet."""
+
+    WHY: ClassVar[str] = ""
+
+    @classmethod
+    def availability(cls, spec: TargetSpecBase) -> str | None:
+        return cls.WHY
+
+    def prepare(self, run: Any, model_path: Path) -> Endpoint:
+        from servelab.errors import ConfigError
+
+        raise ConfigError(self.WHY)
+
+
+class SageMakerTarget(_NotYetDriven):
+    kind: ClassVar[str] = "sagemaker"
+    WHY: ClassVar[str] = ("sagemaker runs need a load-generator target that signs InvokeEndpoint with SigV4 "
+                          "(service 'sagemaker'), which servelab.loadgen does not have yet; deploy and invoke "
+                          "single endpoints with `servelab cloud deploy --target sagemaker`")
+
+
+class GcpFunctionsTarget(_NotYetDriven):
+    kind: ClassVar[str] = "gcp-functions"
+    WHY: ClassVar[str] = ("gcp-functions runs need a load-generator target that sends a Google ID token, which "
+                          "servelab.loadgen does not have yet; use `servelab cloud gcp-source` and "
+                          "`servelab cloud deploy --target gcp-functions`")
+
+
+class CloudRunTarget(_NotYetDriven):
+    kind: ClassVar[str] = "cloud-run"
+    WHY: ClassVar[str] = GcpFunctionsTarget.WHY.replace("gcp-functions", "cloud-run")
+
+
+register_target("aws-lambda", AwsLambdaTargetSpec, AwsLambdaTarget)
+register_target("sagemaker", SageMakerTargetSpec, SageMakerTarget)
+register_target("gcp-functions", GcpFunctionsTargetSpec, GcpFunctionsTarget)
+register_target("cloud-run", CloudRunTargetSpec, CloudRunTarget)
