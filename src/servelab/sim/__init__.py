@@ -1,0 +1,43 @@
+"""Discrete-event simulation of serverless, managed and server model serving, calibrated by
+profiles, sharing the platform's policy functions and record schema; and a recommender.
+
+    from servelab.sim import ServerlessConfig, load_profile, simulate
+    result = simulate(ServerlessConfig(), load_profile("study-mobilenetv2"), arrivals, seed=1)
+
+See docs/simulator.md. Names are imported on first use, so ``servelab.sim.cli`` (and the
+``servelab`` command's ``--help``) does not pay for numpy, pyarrow and the models.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ManagedConfig": "servelab.sim.managed",
+    "Dist": "servelab.sim.profile",
+    "Profile": "servelab.sim.profile",
+    "load_profile": "servelab.sim.profile",
+    "parse_profile": "servelab.sim.profile",
+    "shipped_profiles": "servelab.sim.profile",
+    "ServerConfig": "servelab.sim.server",
+    "SCALE_RATE_KINDS": "servelab.sim.serverless",
+    "ScaleRateLimit": "servelab.sim.serverless",
+    "ServerlessConfig": "servelab.sim.serverless",
+    "TARGETS": "servelab.sim.simulate",
+    "SimResult": "servelab.sim.simulate",
+    "parse_config": "servelab.sim.simulate",
+    "price_records": "servelab.sim.simulate",
+    "simulate": "servelab.sim.simulate",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'servelab.sim' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
