@@ -13,6 +13,8 @@
     ├── InputValidationError      tensors with wrong names / shapes / dtypes
     ├── LimitsError               cgroup / rlimit set-up failed
     ├── WorkloadError             an arrival-process spec or trace that cannot be used
+    ├── TrainingError
+    │   └── WorkerFailedError     a distributed worker/server process died or raised (job stopped)
     └── PlatformError             carries function / instance / request id when known
         ├── FunctionNotFoundError
         ├── FunctionExistsError
@@ -80,6 +82,35 @@ class LimitsError(ServelabError):
 
 class WorkloadError(ServelabError, ValueError):
     pass
+
+
+class TrainingError(ServelabError):
+    pass
+
+
+class WorkerFailedError(TrainingError, RuntimeError):
+    """A worker or server process died or raised; the job was stopped (never left hanging).
+
+    ``role`` is "worker" or "server", ``rank`` the global rank, ``exitcode`` the process's exit
+    status (negative: killed by that signal), ``detail`` the traceback text when it raised.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        role: str,
+        rank: int,
+        pid: int | None,
+        exitcode: int | None,
+        detail: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.role = role
+        self.rank = rank
+        self.pid = pid
+        self.exitcode = exitcode
+        self.detail = detail
 
 
 class PlatformError(ServelabError):
