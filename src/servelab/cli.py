@@ -8,17 +8,24 @@ must answer in a fraction of a second.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from servelab import __version__
 from servelab.analysis.cli import app as analyze_app
 from servelab.analysis.cost_cli import app as cost_app
+from servelab.analysis.report_cli import register as register_report
+from servelab.bench.cli import register as register_bench
+from servelab.cloud.cli import register as register_cloud
 from servelab.errors import ServelabError
 from servelab.loadgen.cli import app as loadgen_app
 from servelab.models.cli import app as models_app
 from servelab.platform.cli import register as register_platform
+from servelab.sim.cli import register as register_sim
+from servelab.train.cli import register as register_train
 from servelab.workload.cli import app as workload_app
 
 app = typer.Typer(
@@ -34,6 +41,11 @@ app.add_typer(loadgen_app, name="loadgen")
 app.add_typer(analyze_app, name="analyze")
 app.add_typer(cost_app, name="cost")
 register_platform(app)  # platform up/info, deploy, invoke, functions …
+register_bench(app)  # plan, run
+register_report(app)  # report
+register_sim(app)  # simulate, recommend, …
+register_cloud(app)  # cloud deploy/invoke/cleanup on AWS Lambda, SageMaker, GCP
+register_train(app)  # train, …
 
 
 @app.command()
@@ -44,12 +56,14 @@ def version() -> None:
 
 @app.command()
 def demo(
-    home: str = typer.Option(None, help="Working directory for the demo (default: a temp dir)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Where the runs and the report go "
+                             "(default: runs/demo-<date>-<time> here)."),
 ) -> None:
-    """Build a model, store it, serve it on the local platform, load it, print the latency table."""
+    """Serverless vs an always-on CPU server, MobileNetV2 under bursty MMPP load (~2 min): run,
+    analyze, price, and write the HTML report. The experiment is servelab/bench/examples/demo.yaml."""
     from servelab.demo import run_demo
 
-    run_demo(home)
+    run_demo(out)
 
 
 def main() -> None:
@@ -57,7 +71,7 @@ def main() -> None:
     try:
         app()
     except ServelabError as e:
-        err.print(f"[bold red]error:[/] {e}")
+        err.print(f"[bold red]error:[/] {escape(str(e))}")  # messages hold paths and [brackets]
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]")
