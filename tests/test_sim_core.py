@@ -178,7 +178,7 @@ def test_same_seed_same_run():
 
 
 def test_a_batch_is_billed_as_one_execution_with_its_init_once():
-    from servelab.sim.simulate import execution_view
+    from servelab.sim.simulation import execution_view
 
     cfg = ServerlessConfig(max_concurrency=1, max_batch_size=8, max_wait_ms=50.0, admission="queue",
                            billing_rounding_ms=100, price_entry="aws-lambda-x86-us-east-1-100ms", scale_rate="none")
@@ -190,3 +190,22 @@ def test_a_batch_is_billed_as_one_execution_with_its_init_once():
     cost = r.cost()
     assert cost.requests == 8
     assert cost.compute_usd == pytest.approx(0.2 * 1769 / 1024 * 0.0000166667)  # one 200 ms execution
+
+
+def test_simulate_and_recommend_commands_run_through_the_servelab_app(tmp_path):
+    """The top-level ``servelab`` app (lazy package exports included), not the functions."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from servelab.cli import app
+
+    r = CliRunner().invoke(app, ["simulate", "-w", "poisson:rate=20;duration=30", "-s", "memory_mb=1769",
+                                 "-s", "provisioned=1", "--seed", "1", "--json", "-o", str(tmp_path / "sim")])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["requests"] > 400 and out["success_ratio"] == 1.0 and (tmp_path / "sim" / "records").is_dir()
+    r = CliRunner().invoke(app, ["recommend", "-w", "poisson:rate=20;duration=30", "--p95-ms", "400",
+                                 "--memory-mb", "1024,1769", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["best"]["config"]["memory_mb"] in (1024, 1769)

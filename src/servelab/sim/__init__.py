@@ -24,11 +24,11 @@ _EXPORTS = {
     "SCALE_RATE_KINDS": "servelab.sim.serverless",
     "ScaleRateLimit": "servelab.sim.serverless",
     "ServerlessConfig": "servelab.sim.serverless",
-    "TARGETS": "servelab.sim.simulate",
-    "SimResult": "servelab.sim.simulate",
-    "parse_config": "servelab.sim.simulate",
-    "price_records": "servelab.sim.simulate",
-    "simulate": "servelab.sim.simulate",
+    "TARGETS": "servelab.sim.simulation",
+    "SimResult": "servelab.sim.simulation",
+    "parse_config": "servelab.sim.simulation",
+    "price_records": "servelab.sim.simulation",
+    "simulate": "servelab.sim.simulation",
 }
 
 __all__ = sorted(_EXPORTS)

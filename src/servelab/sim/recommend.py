@@ -42,7 +42,7 @@ from servelab.sim.managed import ManagedConfig
 from servelab.sim.profile import Profile
 from servelab.sim.server import ServerConfig
 from servelab.sim.serverless import ServerlessConfig
-from servelab.sim.simulate import simulate
+from servelab.sim.simulation import simulate
 
 DEFAULT_MEMORY_MB = (512, 1024, 1536, 1769, 2048, 3008, 4096, 6144, 8192, 10240)
 

@@ -16,7 +16,7 @@ import numpy as np
 from servelab.sim.profile import Profile
 from servelab.sim.realrun import Deployer, drive
 from servelab.sim.serverless import ServerlessConfig
-from servelab.sim.simulate import price_records, simulate
+from servelab.sim.simulation import price_records, simulate
 
 METRICS = ("p50_ms", "p95_ms", "p99_ms", "success_ratio", "cold_starts", "cost_usd")
 
