@@ -1,6 +1,6 @@
 """Cloud kinds in experiments: an aws-lambda experiment runs end to end through the executor
 against the local platform's Lambda API, with the REPORT line's facts in its records; the other
-cloud kinds validate, price and say why they cannot run here."""
+cloud kinds plan, price, and deploy through their real SDK code (with recording clients here)."""
 
 from __future__ import annotations
 
@@ -66,10 +66,40 @@ def test_a_budget_below_the_estimate_fails_the_run_before_deploying(tmp_path: Pa
     assert left == []
 
 
-def test_sagemaker_and_gcp_kinds_plan_as_skipped_with_the_reason(tiny_models) -> None:
+def test_sagemaker_and_gcp_kinds_plan_and_price_their_runs(tiny_models) -> None:
     exp = parse_experiment({
-        "name": "later", "duration_s": 2, "models": [str(tiny_models["noop"])], "workloads": ["poisson:rate=5"],
-        "targets": [{"kind": "sagemaker"}, {"kind": "gcp-functions"}, {"kind": "cloud-run"}]})
+        "name": "clouds", "duration_s": 2, "models": [str(tiny_models["noop"])], "workloads": ["poisson:rate=5"],
+        "targets": [{"kind": "sagemaker", "model_bucket": "b", "role_arn": "r"},
+                    {"kind": "gcp-functions", "project": "p"}, {"kind": "cloud-run", "project": "p", "image": "i"}]})
     plan = make_plan(exp)
-    assert len(plan.runs) == 3 and all(r.skip_reason for r in plan.runs)
-    assert "SigV4" in plan.runs[0].skip_reason and "ID token" in plan.runs[1].skip_reason
+    assert len(plan.runs) == 3 and not any(r.skip_reason for r in plan.runs)
+    assert [r.price_entry for r in plan.runs] == ["aws-sagemaker-ml.c5.large-us-east-1",
+                                                   "gcp-cloudfunctions-gen2-us-central1",
+                                                   "gcp-cloudfunctions-gen2-us-central1"]
+
+
+def test_gcp_target_deploys_per_run_sends_id_tokens_and_deletes_after(tiny_models, tmp_path: Path) -> None:
+    from servelab.bench.targets import TargetContext
+    from servelab.cloud.gcp import GcpFunction
+    from servelab.cloud.targets import GcpFunctionsTarget
+    from test_cloud_gcp import RecordingFunctionsClient
+
+    client = RecordingFunctionsClient()
+
+    class Recorded(GcpFunctionsTarget):
+        def function(self, run):  # the real deployer, with the recording client in place of Google's
+            real = super().function(run)
+            return GcpFunction(real.spec, functions_client=client, put_zip=lambda url, data: None,
+                               work_dir=tmp_path / "src")
+
+    exp = parse_experiment({"name": "g", "duration_s": 2, "models": [str(tiny_models["noop"])], "memory_mb": [1024],
+                            "workloads": ["poisson:rate=5"], "targets": [{"kind": "gcp-functions", "project": "p"}]})
+    run = make_plan(exp).runs[0]
+    target = Recorded(exp.targets[0], TargetContext.for_dir(tmp_path))
+    endpoint = target.prepare(run, tiny_models["noop"])
+    assert endpoint.target.kind == "http" and endpoint.target.url == "https://sl-fn-xyz.a.run.app"
+    assert endpoint.target.id_token_audience == endpoint.target.url
+    created = client.calls[1][1].function
+    assert created.service_config.available_memory == "1024Mi" and created.labels["servelab-run-id"]
+    target.teardown()
+    assert [c[0] for c in client.calls] == ["generate_upload_url", "create_function", "delete_function"]

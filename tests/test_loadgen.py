@@ -78,6 +78,17 @@ class LoopbackServer:
                                      status=404, headers={"X-Amzn-ErrorType": "ResourceNotFoundException"})
         return web.json_response({"ok": 1})
 
+    async def sagemaker(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.seen.append({"fn": "sm:" + request.match_info["ep"], "headers": dict(request.headers), "body": body})
+        return web.json_response({"outputs": []})
+
+    async def gcp(self, request: web.Request) -> web.Response:
+        self.seen.append({"fn": "gcp", "headers": dict(request.headers), "body": await request.read()})
+        if request.headers.get("Authorization", "") != "Bearer token-1":
+            return web.json_response({"error": "unauthenticated"}, status=401)
+        return web.json_response({"outputs": []})
+
     async def slow(self, request: web.Request) -> web.Response:
         await request.read()
         await asyncio.sleep(float(request.query.get("ms", "100")) / 1e3)  # the server's service time
@@ -95,6 +106,8 @@ class LoopbackServer:
             app = web.Application()
             app.router.add_post("/2015-03-31/functions/{fn}/invocations", self.invocations)
             app.router.add_post("/slow", self.slow)
+            app.router.add_post("/endpoints/{ep}/invocations", self.sagemaker)
+            app.router.add_post("/gcp", self.gcp)
             app.router.add_post("/v2/models/{model}/infer", self.infer)
             runner = web.AppRunner(app)
             await runner.setup()
@@ -319,6 +332,39 @@ def test_lambda_requests_are_sigv4_signed_when_a_region_is_given(server, tmp_pat
     h = [s for s in server.seen if s["fn"] == "signed"][-1]["headers"]
     assert h["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
     assert "/eu-west-1/lambda/aws4_request" in h["Authorization"]
+
+
+def test_sagemaker_requests_go_to_invoke_endpoint_signed_for_service_sagemaker(server, tmp_path,
+                                                                               monkeypatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-for-tests")
+    spec = TargetSpec("sagemaker", url=server.url, name="sl-ep", aws_region="us-east-1")
+    _, t = go(spec, steady(50, 3), tmp_path)
+    assert [r["status"] for r in rows(t)] == ["ok"] * 3
+    h = [s for s in server.seen if s["fn"] == "sm:sl-ep"][-1]["headers"]
+    assert h["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
+    assert "/us-east-1/sagemaker/aws4_request" in h["Authorization"] and h["Accept"] == "application/json"
+
+
+def test_http_requests_carry_a_google_id_token_fetched_once(server) -> None:
+    from servelab.loadgen.targets import HttpTarget
+
+    fetched: list[str] = []
+
+    def fetch(audience: str) -> str:
+        fetched.append(audience)
+        return "token-1"
+
+    async def main() -> list[str]:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session:
+            t = HttpTarget(session, server.url + "/gcp", id_token_audience="https://fn.example", fetch_token=fetch)
+            return [(await t.invoke(f"r{i}", b"{}")).status for i in range(3)]
+
+    assert asyncio.run(main()) == ["ok"] * 3
+    assert fetched == ["https://fn.example"]  # cached: one fetch for three requests
+    assert TargetSpec("http", url=server.url, id_token_audience="a").to_dict()["id_token_audience"] == "a"
 
 
 # ----- records while the run goes, interruption, several processes ------------------------------

@@ -7,9 +7,11 @@ and the rest only when a run deploys.
 - ``aws-lambda``: the function is deployed per run (cold), driven by the load generator
   through Lambda's Invoke API (SigV4-signed on AWS, plain on a Lambda-compatible ``endpoint_url``)
   with ``LogType=Tail``, so every record carries the REPORT line's facts; deleted after the run.
-- ``sagemaker``, ``gcp-functions``, ``cloud-run``: registered so specs validate and plans price
-  them, but marked unavailable: the load generator has no SigV4-``sagemaker`` or Google
-  ID-token target yet. Use ``servelab cloud deploy/invoke`` for single functions (docs/cloud.md).
+- ``sagemaker``: a real-time or serverless endpoint deployed per run, driven through
+  InvokeEndpoint (SigV4, service ``sagemaker``); records carry client latency only (SageMaker
+  reports no billed duration); deleted after the run;
+- ``gcp-functions``, ``cloud-run``: the function / service deployed per run from the generated
+  source (Cloud Run: from ``image``), driven over HTTPS with a Google ID token; deleted after.
 """
 
 from __future__ import annotations
@@ -52,9 +54,15 @@ class AwsLambdaTargetSpec(TargetSpecBase):
 
 
 class SageMakerTargetSpec(TargetSpecBase):
+    """SageMaker real-time (instance type and count, optional autoscaling up to ``autoscaling_max``)
+    or serverless (memory from the run's memory_mb axis, max concurrency). Axes used: models, memory_mb."""
+
     kind: Literal["sagemaker"] = "sagemaker"
     region: str = "us-east-1"
     role_arn: str = ""
+    model_bucket: str = ""
+    autoscaling_max: int | None = Field(None, ge=1)
+    runtime_url: str | None = None  # default https://runtime.sagemaker.REGION.amazonaws.com
     mode: Literal["realtime", "serverless"] = "realtime"
     instance_type: str = "ml.c5.large"
     instance_count: int = Field(1, ge=1)
@@ -64,9 +72,13 @@ class SageMakerTargetSpec(TargetSpecBase):
 
 
 class GcpFunctionsTargetSpec(TargetSpecBase):
+    """Cloud Functions gen2 (Cloud Run: the same with ``image``). Axes used: models, memory_mb."""
+
     kind: Literal["gcp-functions"] = "gcp-functions"
     project: str = ""
     region: str = "us-central1"
+    max_instances: int = Field(10, ge=1)
+    function_timeout_s: int = Field(60, ge=1, le=3600)
     FIXED_AXES: ClassVar[frozenset[str]] = frozenset({"runtime", "batch_size", "provisioned"})
     DEFAULT_PRICE: ClassVar[str | None] = "gcp-cloudfunctions-gen2-us-central1"
 
@@ -165,38 +177,97 @@ class AwsLambdaTarget(BenchTarget):
         return args
 
 
-class _NotYetDriven(BenchTarget):
-    """Kinds whose specs validate and price, but that the load generator cannot drive yet."""
+class _DeployedPerRun(BenchTarget):
+    """A cloud endpoint deployed in ``prepare`` and deleted in ``cooldown`` / ``teardown``."""
 
-    WHY: ClassVar[str] = ""
+    def __init__(self, spec: TargetSpecBase, ctx: Any) -> None:
+        super().__init__(spec, ctx)
+        self.deployed: Any = None
+
+    def cooldown(self) -> None:
+        self._teardown_deployed()
+        super().cooldown()
+
+    def teardown(self) -> None:
+        self._teardown_deployed()
+
+    def _teardown_deployed(self) -> None:
+        if self.deployed is not None:
+            d, self.deployed = self.deployed, None
+            d.teardown()
+
+
+class SageMakerTarget(_DeployedPerRun):
+    kind: ClassVar[str] = "sagemaker"
+    spec: SageMakerTargetSpec
 
     @classmethod
-    def availability(cls, spec: TargetSpecBase) -> str | None:
-        return cls.WHY
+    def overhead_s(cls, run: Any) -> float:
+        return 600.0  # an endpoint takes minutes to be InService, and to delete
+
+    def endpoint(self, run: Any) -> Any:
+        from servelab.cloud.sagemaker import SageMakerEndpoint, make_spec
+
+        s = self.spec
+        fields: dict[str, Any] = {
+            "name": _function_name(run.run_id), "run_id": run.run_id, "role_arn": s.role_arn,
+            "model_bucket": s.model_bucket, "mode": s.mode, "instance_type": s.instance_type,
+            "instance_count": s.instance_count, "autoscaling_max": s.autoscaling_max,
+            "max_concurrency": s.max_concurrency, "region": s.region, "price_entry": s.price_entry}
+        if s.mode == "serverless" and run.memory_mb:
+            fields["memory_mb"] = run.memory_mb
+        return SageMakerEndpoint(make_spec(**fields))
 
     def prepare(self, run: Any, model_path: Path) -> Endpoint:
-        from servelab.errors import ConfigError
+        from servelab.loadgen.targets import TargetSpec
 
-        raise ConfigError(self.WHY)
+        ep = self.endpoint(run)
+        self.deployed = ep
+        arn = ep.deploy(model_path)
+        name = ep.names()["endpoint"]
+        url = self.spec.runtime_url or f"https://runtime.sagemaker.{self.spec.region}.amazonaws.com"
+        region = None if self.spec.runtime_url else self.spec.region  # sign only for AWS itself
+        return Endpoint(target=TargetSpec("sagemaker", url=url, name=name, aws_region=region),
+                        info={"url": url, "endpoint": name, "arn": arn, "mode": self.spec.mode,
+                              "notes": ["SageMaker reports no billed duration: records carry client latency"]})
 
 
-class SageMakerTarget(_NotYetDriven):
-    kind: ClassVar[str] = "sagemaker"
-    WHY: ClassVar[str] = ("sagemaker runs need a load-generator target that signs InvokeEndpoint with SigV4 "
-                          "(service 'sagemaker'), which servelab.loadgen does not have yet; deploy and invoke "
-                          "single endpoints with `servelab cloud deploy --target sagemaker`")
-
-
-class GcpFunctionsTarget(_NotYetDriven):
+class GcpFunctionsTarget(_DeployedPerRun):
     kind: ClassVar[str] = "gcp-functions"
-    WHY: ClassVar[str] = ("gcp-functions runs need a load-generator target that sends a Google ID token, which "
-                          "servelab.loadgen does not have yet; use `servelab cloud gcp-source` and "
-                          "`servelab cloud deploy --target gcp-functions`")
+    spec: GcpFunctionsTargetSpec
+
+    @classmethod
+    def overhead_s(cls, run: Any) -> float:
+        return 180.0  # Cloud Build + rollout
+
+    def function(self, run: Any) -> Any:
+        from servelab.cloud.gcp import GcpFunction, make_spec
+
+        s = self.spec
+        fields: dict[str, Any] = {
+            "kind": s.kind, "name": _function_name(run.run_id), "run_id": run.run_id, "project": s.project,
+            "region": s.region, "memory_mb": run.memory_mb or 2048, "timeout_s": s.function_timeout_s,
+            "max_instances": s.max_instances}
+        if s.price_entry:
+            fields["price_entry"] = s.price_entry
+        if isinstance(s, CloudRunTargetSpec):
+            fields["image"] = s.image or None
+        return GcpFunction(make_spec(**fields))
+
+    def prepare(self, run: Any, model_path: Path) -> Endpoint:
+        from servelab.loadgen.targets import TargetSpec
+
+        fn = self.function(run)
+        self.deployed = fn
+        url = fn.deploy(model_path)
+        return Endpoint(target=TargetSpec("http", url=url, id_token_audience=url),
+                        info={"url": url, "kind": self.spec.kind,
+                              "notes": [f"{self.spec.kind} reports no billed duration: records carry client latency"]})
 
 
-class CloudRunTarget(_NotYetDriven):
+class CloudRunTarget(GcpFunctionsTarget):
     kind: ClassVar[str] = "cloud-run"
-    WHY: ClassVar[str] = GcpFunctionsTarget.WHY.replace("gcp-functions", "cloud-run")
+    spec: CloudRunTargetSpec  # type: ignore[assignment]
 
 
 register_target("aws-lambda", AwsLambdaTargetSpec, AwsLambdaTarget)

@@ -17,7 +17,8 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
@@ -26,7 +27,7 @@ import aiohttp
 from servelab.errors import ConfigError
 from servelab.records import Status
 
-TargetKind = Literal["lambda", "v2", "http", "null"]
+TargetKind = Literal["lambda", "v2", "http", "sagemaker", "null"]
 
 # Header the local platform sets on every invocation response: JSON of RequestRecord fields.
 FACTS_HEADER = "X-Servelab-Facts"
@@ -218,7 +219,7 @@ class LambdaTarget(_HttpPost):
         super().__init__(session)
         self.name = function
         self.url = f"{base_url.rstrip('/')}/2015-03-31/functions/{function}/invocations"
-        self._signer = _SigV4(aws_region) if aws_region else None
+        self._signer = _SigV4(aws_region, "lambda") if aws_region else None
 
     def headers(self, request_id: str, payload: bytes) -> dict[str, str]:
         h = {"Content-Type": "application/json", "X-Amz-Log-Type": "Tail",
@@ -244,13 +245,41 @@ class V2InferTarget(_HttpPost):
         self.url = f"{base_url.rstrip('/')}/v2/models/{model}/infer"
 
 
-class HttpTarget(_HttpPost):
-    """Any URL: POST the payload; 2xx is ok, 429 throttled, anything else an error."""
+class SageMakerTarget(_HttpPost):
+    """SageMaker InvokeEndpoint: ``POST {runtime}/endpoints/{endpoint}/invocations``, SigV4-signed
+    for service ``sagemaker`` when ``aws_region`` is given (``runtime`` is
+    ``https://runtime.sagemaker.REGION.amazonaws.com``). SageMaker reports no billed duration:
+    records carry the client's latency only."""
 
-    def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, endpoint: str, *,
+                 aws_region: str | None = None) -> None:
+        super().__init__(session)
+        self.name = endpoint
+        self.url = f"{base_url.rstrip('/')}/endpoints/{endpoint}/invocations"
+        self._signer = _SigV4(aws_region, "sagemaker") if aws_region else None
+
+    def headers(self, request_id: str, payload: bytes) -> dict[str, str]:
+        h = {"Content-Type": "application/json", "Accept": "application/json", REQUEST_ID_HEADER: request_id}
+        return self._signer.sign(self.url, payload, h) if self._signer else h
+
+
+class HttpTarget(_HttpPost):
+    """Any URL: POST the payload; 2xx is ok, 429 throttled, anything else an error. With
+    ``id_token_audience`` each request carries a Google ID token (Cloud Functions / Cloud Run
+    that do not allow unauthenticated calls), fetched from Application Default Credentials."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str, *, id_token_audience: str | None = None,
+                 fetch_token: Callable[[str], str] | None = None) -> None:
         super().__init__(session)
         self.name = url
         self.url = url
+        self._token = _IdToken(id_token_audience, fetch_token or _google_id_token) if id_token_audience else None
+
+    def headers(self, request_id: str, payload: bytes) -> dict[str, str]:
+        h = super().headers(request_id, payload)
+        if self._token is not None:
+            h["Authorization"] = f"Bearer {self._token.get()}"
+        return h
 
 
 class NullTarget:
@@ -263,10 +292,37 @@ class NullTarget:
         return InvokeResult("ok")
 
 
-class _SigV4:
-    """Signs a Lambda request for AWS with botocore (imported only when signing is asked for)."""
+def _google_id_token(audience: str) -> str:
+    try:
+        from google.auth.transport.requests import Request
+        from google.oauth2 import id_token
+    except ImportError:
+        raise ConfigError("Google ID tokens need google-auth: pip install 'servelab[gcp]'") from None
+    return id_token.fetch_id_token(Request(), audience)
 
-    def __init__(self, region: str) -> None:
+
+class _IdToken:
+    """A Google ID token, fetched on first use and again before its hour runs out."""
+
+    REFRESH_S = 45 * 60.0
+
+    def __init__(self, audience: str, fetch: Callable[[str], str]) -> None:
+        self.audience = audience
+        self._fetch = fetch
+        self._token: str | None = None
+        self._at = 0.0
+
+    def get(self) -> str:
+        now = time.monotonic()
+        if self._token is None or now - self._at > self.REFRESH_S:
+            self._token, self._at = self._fetch(self.audience), now
+        return self._token
+
+
+class _SigV4:
+    """Signs a request for AWS with botocore (imported only when signing is asked for)."""
+
+    def __init__(self, region: str, service: str) -> None:
         try:
             import botocore.session
             from botocore.auth import SigV4Auth
@@ -276,7 +332,7 @@ class _SigV4:
         if creds is None:
             raise ConfigError("aws_region is set but no AWS credentials were found "
                               "(set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile)")
-        self._auth = SigV4Auth(creds.get_frozen_credentials(), "lambda", region)
+        self._auth = SigV4Auth(creds.get_frozen_credentials(), service, region)
 
     def sign(self, url: str, payload: bytes, headers: dict[str, str]) -> dict[str, str]:
         from botocore.awsrequest import AWSRequest
@@ -290,17 +346,21 @@ class _SigV4:
 class TargetSpec:
     """A picklable description of a target; calling it with a session builds the target.
 
-    ``url`` is the platform base URL (lambda, v2) or the full URL (http); ``name`` is the
-    function (lambda) or model (v2).
+    ``url`` is the platform base URL (lambda, v2), the SageMaker runtime URL (sagemaker) or the
+    full URL (http); ``name`` is the function (lambda), model (v2) or endpoint (sagemaker).
+    ``aws_region`` signs lambda / sagemaker requests for AWS; ``id_token_audience`` sends a
+    Google ID token with http requests.
     """
 
     kind: TargetKind
     url: str = ""
     name: str = ""
     aws_region: str | None = None
+    id_token_audience: str | None = None
 
     REQUIRES: ClassVar[dict[str, tuple[str, ...]]] = {
-        "lambda": ("url", "name"), "v2": ("url", "name"), "http": ("url",), "null": (),
+        "lambda": ("url", "name"), "v2": ("url", "name"), "http": ("url",), "sagemaker": ("url", "name"),
+        "null": (),
     }
 
     def __post_init__(self) -> None:
@@ -318,7 +378,9 @@ class TargetSpec:
         if self.kind == "v2":
             return V2InferTarget(session, self.url, self.name)
         if self.kind == "http":
-            return HttpTarget(session, self.url)
+            return HttpTarget(session, self.url, id_token_audience=self.id_token_audience)
+        if self.kind == "sagemaker":
+            return SageMakerTarget(session, self.url, self.name, aws_region=self.aws_region)
         return NullTarget(session)
 
     def to_dict(self) -> dict[str, Any]:
@@ -326,5 +388,6 @@ class TargetSpec:
 
 
 TARGETS: dict[TargetKind, type] = {
-    "lambda": LambdaTarget, "v2": V2InferTarget, "http": HttpTarget, "null": NullTarget,
+    "lambda": LambdaTarget, "v2": V2InferTarget, "http": HttpTarget, "sagemaker": SageMakerTarget,
+    "null": NullTarget,
 }
