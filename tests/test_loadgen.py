@@ -81,6 +81,8 @@ class LoopbackServer:
     async def sagemaker(self, request: web.Request) -> web.Response:
         body = await request.read()
         self.seen.append({"fn": "sm:" + request.match_info["ep"], "headers": dict(request.headers), "body": body})
+        if request.match_info["ep"] == "bad-input":  # servelab's inference script: 200 with an error
+            return web.json_response({"error": "input 'x': expected shape [1, 4]"})
         return web.json_response({"outputs": []})
 
     async def gcp(self, request: web.Request) -> web.Response:
@@ -344,6 +346,9 @@ def test_sagemaker_requests_go_to_invoke_endpoint_signed_for_service_sagemaker(s
     h = [s for s in server.seen if s["fn"] == "sm:sl-ep"][-1]["headers"]
     assert h["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
     assert "/us-east-1/sagemaker/aws4_request" in h["Authorization"] and h["Accept"] == "application/json"
+    _, t = go(TargetSpec("sagemaker", url=server.url, name="bad-input"), steady(50, 1), tmp_path / "bad")
+    r = rows(t)[0]
+    assert r["status"] == "error" and "expected shape" in r["error"]  # a 200 with an error is not a success
 
 
 def test_http_requests_carry_a_google_id_token_fetched_once(server) -> None:

@@ -23,12 +23,26 @@ def default_out_dir() -> Path:
     return Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
 
 
+def _check_extras() -> None:
+    """Say what is missing before two minutes of runs, not after."""
+    import importlib.util
+
+    from servelab.errors import RuntimeNotAvailableError
+
+    missing = [m for m in ("onnxruntime", "torch", "matplotlib") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise RuntimeNotAvailableError(f"the demo needs {', '.join(missing)} (it builds MobileNetV2 with torch, serves "
+                                       "it with onnxruntime and draws the report with matplotlib): "
+                                       "pip install 'servelab[demo]' or run `bash scripts/setup.sh demo`")
+
+
 def run_demo(out_dir: str | Path | None = None, *, console: Console | None = None) -> Path:
     """Plan, run and report the demo experiment into ``out_dir``; return the report's path."""
     from servelab.analysis.report import write_report
     from servelab.bench import Executor, demo_experiment, load_experiment, make_plan
 
     console = console or Console()
+    _check_extras()
     out = Path(out_dir) if out_dir else default_out_dir()
     exp = load_experiment(demo_experiment())
     plan = make_plan(exp)

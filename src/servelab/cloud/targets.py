@@ -88,6 +88,24 @@ class CloudRunTargetSpec(GcpFunctionsTargetSpec):
     image: str = ""
 
 
+def _install_sigterm(target: Any) -> None:
+    """SIGTERM becomes KeyboardInterrupt, so the executor's ``finally`` tears cloud resources down."""
+    if threading.current_thread() is threading.main_thread() and not getattr(target, "_term_installed", False):
+        def _on_term(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt(f"signal {signum}")
+
+        target._old_term = signal.signal(signal.SIGTERM, _on_term)
+        target._term_installed = True
+
+
+def _restore_sigterm(target: Any) -> None:
+    if getattr(target, "_term_installed", False):
+        with contextlib.suppress(ValueError, TypeError):
+            old = target._old_term
+            signal.signal(signal.SIGTERM, old if old is not None else signal.SIG_DFL)
+        target._term_installed = False
+
+
 def _function_name(run_id: str) -> str:
     return "servelab-" + hashlib.sha256(run_id.encode()).hexdigest()[:12]
 
@@ -109,13 +127,7 @@ class AwsLambdaTarget(BenchTarget):
         return 5.0 + (120.0 if run.provisioned else 0.0)
 
     def start(self) -> None:
-        # SIGTERM becomes KeyboardInterrupt, so the executor's finally tears the functions down
-        if threading.current_thread() is threading.main_thread():
-            def _on_term(signum: int, frame: Any) -> None:
-                raise KeyboardInterrupt(f"signal {signum}")
-
-            self._old_term = signal.signal(signal.SIGTERM, _on_term)
-            self._term_installed = True
+        _install_sigterm(self)
 
     def lambda_function(self, run: Any) -> Any:
         from servelab.cloud.aws_lambda import LambdaFunction, make_spec
@@ -126,7 +138,7 @@ class AwsLambdaTarget(BenchTarget):
                          reserved_concurrency=s.reserved_concurrency, provisioned_concurrency=run.provisioned or 0,
                          architecture=s.architecture, model_source=s.model_source, model_bucket=s.model_bucket,
                          layers=s.layers, image_uri=s.image_uri, region=s.region, endpoint_url=s.endpoint_url,
-                         s3_endpoint_url=s.s3_endpoint_url, price_entry=s.price_entry)
+                         s3_endpoint_url=s.s3_endpoint_url, price_entry=s.price)
         poll = 0.05 if s.endpoint_url else 5.0
         return LambdaFunction(spec, poll_s=poll)
 
@@ -165,10 +177,7 @@ class AwsLambdaTarget(BenchTarget):
         try:
             self._teardown_function()
         finally:
-            if self._term_installed:
-                with contextlib.suppress(ValueError, TypeError):
-                    signal.signal(signal.SIGTERM, self._old_term if self._old_term is not None else signal.SIG_DFL)
-                self._term_installed = False
+            _restore_sigterm(self)
 
     def price_args(self, run: Any, summary: dict[str, Any]) -> dict[str, Any] | None:
         args = super().price_args(run, summary)
@@ -184,12 +193,25 @@ class _DeployedPerRun(BenchTarget):
         super().__init__(spec, ctx)
         self.deployed: Any = None
 
+    def start(self) -> None:
+        _install_sigterm(self)
+
     def cooldown(self) -> None:
         self._teardown_deployed()
         super().cooldown()
 
     def teardown(self) -> None:
-        self._teardown_deployed()
+        try:
+            self._teardown_deployed()
+        finally:
+            _restore_sigterm(self)
+
+    def price_args(self, run: Any, summary: dict[str, Any]) -> dict[str, Any] | None:
+        # the records carry client latency and no memory size: price at the run's memory
+        args = super().price_args(run, summary)
+        if args is not None and run.memory_mb:
+            args.setdefault("memory_mb", run.memory_mb)
+        return args
 
     def _teardown_deployed(self) -> None:
         if self.deployed is not None:
@@ -213,10 +235,23 @@ class SageMakerTarget(_DeployedPerRun):
             "name": _function_name(run.run_id), "run_id": run.run_id, "role_arn": s.role_arn,
             "model_bucket": s.model_bucket, "mode": s.mode, "instance_type": s.instance_type,
             "instance_count": s.instance_count, "autoscaling_max": s.autoscaling_max,
-            "max_concurrency": s.max_concurrency, "region": s.region, "price_entry": s.price_entry}
+            "max_concurrency": s.max_concurrency, "region": s.region, "price_entry": s.price}
         if s.mode == "serverless" and run.memory_mb:
             fields["memory_mb"] = run.memory_mb
         return SageMakerEndpoint(make_spec(**fields))
+
+    def price_args(self, run: Any, summary: dict[str, Any]) -> dict[str, Any] | None:
+        args = BenchTarget.price_args(self, run, summary)
+        if args is None:
+            return None
+        if self.spec.mode == "realtime":  # instance-hours for the endpoint's instances
+            args["instances"] = self.spec.autoscaling_max or self.spec.instance_count
+            if self.spec.autoscaling_max:
+                args["notes"] = [f"billed as {self.spec.autoscaling_max} instance(s) for the whole window: "
+                                 "the autoscaling maximum, an upper bound"]
+        else:
+            args["memory_mb"] = run.memory_mb or 2048
+        return args
 
     def prepare(self, run: Any, model_path: Path) -> Endpoint:
         from servelab.loadgen.targets import TargetSpec
@@ -248,8 +283,8 @@ class GcpFunctionsTarget(_DeployedPerRun):
             "kind": s.kind, "name": _function_name(run.run_id), "run_id": run.run_id, "project": s.project,
             "region": s.region, "memory_mb": run.memory_mb or 2048, "timeout_s": s.function_timeout_s,
             "max_instances": s.max_instances}
-        if s.price_entry:
-            fields["price_entry"] = s.price_entry
+        if s.price:
+            fields["price_entry"] = s.price
         if isinstance(s, CloudRunTargetSpec):
             fields["image"] = s.image or None
         return GcpFunction(make_spec(**fields))

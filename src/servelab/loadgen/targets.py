@@ -262,6 +262,17 @@ class SageMakerTarget(_HttpPost):
         h = {"Content-Type": "application/json", "Accept": "application/json", REQUEST_ID_HEADER: request_id}
         return self._signer.sign(self.url, payload, h) if self._signer else h
 
+    def on_ok(self, status: int, body: bytes, headers: Mapping[str, str]) -> InvokeResult:
+        # servelab's inference script answers a bad request with 200 and {"error": ...}
+        if body[:1] == b"{" and b'"error"' in body[:4096]:
+            try:
+                err = json.loads(body).get("error")
+            except ValueError:
+                err = None
+            if err:
+                return InvokeResult("error", status, _short(f"model error: {err}"), {})
+        return InvokeResult("ok", status, None, {})
+
 
 class HttpTarget(_HttpPost):
     """Any URL: POST the payload; 2xx is ok, 429 throttled, anything else an error. With
@@ -274,6 +285,8 @@ class HttpTarget(_HttpPost):
         self.name = url
         self.url = url
         self._token = _IdToken(id_token_audience, fetch_token or _google_id_token) if id_token_audience else None
+        if self._token is not None:
+            self._token.get()  # fail fast on missing credentials, before the first scheduled send
 
     def headers(self, request_id: str, payload: bytes) -> dict[str, str]:
         h = super().headers(request_id, payload)
@@ -302,7 +315,8 @@ def _google_id_token(audience: str) -> str:
 
 
 class _IdToken:
-    """A Google ID token, fetched on first use and again before its hour runs out."""
+    """A Google ID token, fetched when the target is built and again before its hour runs out
+    (that refetch blocks the event loop for one HTTPS round trip every 45 minutes)."""
 
     REFRESH_S = 45 * 60.0
 

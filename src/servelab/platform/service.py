@@ -269,8 +269,8 @@ class FunctionService:
         # The batch is one billed execution, rounded once, and each request pays its share
         # (rounding each share up would bill a batch of 8 as 8 rounding units).
         billed = billed_ms(duration_ms, cfg.billing_rounding_ms) / batch_size
-        if cold:
-            billed += billed_ms(inst.init.total_ms, cfg.billing_rounding_ms)
+        if cold:  # the init, like the execution, is billed once per batch
+            billed += billed_ms(inst.init.total_ms, cfg.billing_rounding_ms) / batch_size
         rec = RequestRecord(
             run_id=self.meter.run_id, request_id=p.request_id, target=cfg.name,
             status=status, error=error, http_status=200,
