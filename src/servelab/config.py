@@ -49,5 +49,9 @@ def validated(model_cls: type[T], what: str, **fields: Any) -> T:
     try:
         return model_cls(**fields)
     except ValidationError as e:
-        msgs = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
+        parts = []
+        for err in e.errors():
+            where = ".".join(str(p) for p in err["loc"])
+            parts.append((f"{where}: " if where else "") + err["msg"].removeprefix("Value error, "))
+        msgs = "; ".join(parts)
         raise ConfigError(f"invalid {what}: {msgs}") from None
