@@ -226,7 +226,7 @@ WHAT_IFS: dict[str, WhatIf] = {
     "socket-buffers": WhatIf(
         "4 MB send/receive buffers on the gateway-instance socket pair: an 803 kB request frame goes "
         "in one send() instead of four partial sends, each waiting for the instance to drain.",
-        code=("import socket, servelab.platform.backend as B\n"
+        code=("import socket, servelab.platform.backends.local as B\n"
               "class _Sock:\n"
               "    def __getattr__(self, name):\n"
               "        return getattr(socket, name)\n"

@@ -33,11 +33,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from servelab.calibrate.measure import measure_profile, resolve_model
+from servelab.calibrate.realrun import Deployer, local_platform
+from servelab.calibrate.validate import METRICS, compare_on_platform
 from servelab.loadgen.payloads import from_model
 from servelab.sim import ServerlessConfig
-from servelab.sim.measure import measure_profile, resolve_model
-from servelab.sim.realrun import Deployer, local_platform
-from servelab.sim.validate import METRICS, compare_on_platform
 from servelab.workload import generate, load_spec
 
 WORKLOADS = {

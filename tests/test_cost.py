@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from servelab.analysis.catalog import ServerlessEntry, load_catalog, parse_entry, shipped_catalogs
-from servelab.analysis.cost import billed_ms, estimate, price_run
+from servelab.billing.catalog import ServerlessEntry, load_catalog, parse_entry, shipped_catalogs
+from servelab.billing.pricing import billed_ms, estimate, price_run
 from servelab.errors import ConfigError
 from servelab.records import SCHEMA, RecordWriter, RequestRecord, read_records
 
@@ -60,7 +60,7 @@ def _big_table(n: int, duration_ms: float, memory_mb: int) -> pa.Table:
 
 
 def test_shipped_catalog_is_package_data_and_every_entry_names_its_source(catalog):
-    files = [p.name for p in importlib.resources.files("servelab.analysis").joinpath("prices").iterdir()]
+    files = [p.name for p in importlib.resources.files("servelab.billing").joinpath("prices").iterdir()]
     assert "2026-11.yaml" in files and shipped_catalogs()[-1] == "2026-11"
     assert catalog.files[0].date == "2026-11-23" and catalog.files[0].catalog_version == 1
     assert len(catalog) >= 25

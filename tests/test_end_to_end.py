@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from platform_harness import RunningPlatform
-from servelab.analysis.cost import price_run
 from servelab.analysis.metrics import load_run, summarize_run
+from servelab.billing.pricing import price_run
 from servelab.loadgen import TargetSpec, from_model, run
 from servelab.models.store import open_store
 from servelab.workload import generate, load_spec

@@ -9,8 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from servelab.errors import ConfigError, PlatformError
-from servelab.platform.policies import (
+from servelab.core.policies import (
     ADMISSION_MODES,
     EPSILON_S,
     AdmissionAction,
@@ -19,6 +18,7 @@ from servelab.platform.policies import (
     admit,
     queue_timed_out,
 )
+from servelab.errors import ConfigError, PlatformError
 
 PROPERTY = settings(derandomize=True, database=None, deadline=None)
 

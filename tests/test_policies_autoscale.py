@@ -6,8 +6,8 @@ import math
 
 import pytest
 
+from servelab.core.policies import LoadAverager, TargetTracking, desired_instances, target_tracking
 from servelab.errors import ConfigError
-from servelab.platform.policies import LoadAverager, TargetTracking, desired_instances, target_tracking
 
 CFG = TargetTracking(min_instances=1, max_instances=8, target_utilisation=0.5, metric_period_s=60,
                      scale_out_cooldown_s=300, scale_in_cooldown_s=600)

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from servelab.core.policies import EPSILON_S, BatchDecision, decide_batch
 from servelab.errors import ConfigError
-from servelab.platform.policies import EPSILON_S, BatchDecision, decide_batch
 
 PROPERTY = settings(derandomize=True, database=None, deadline=None)
 

@@ -9,8 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from servelab.errors import ConfigError
-from servelab.platform.policies import (
+from servelab.core.policies import (
     EPSILON_S,
     KEEPALIVE,
     FixedKeepAlive,
@@ -22,7 +21,8 @@ from servelab.platform.policies import (
     prewarm_at_s,
     should_reclaim,
 )
-from servelab.platform.policies.keepalive import bin_count_cv
+from servelab.core.policies.keepalive import bin_count_cv
+from servelab.errors import ConfigError
 
 # Derandomized: the same examples every run, and no .hypothesis/ database in the tree.
 PROPERTY = settings(derandomize=True, database=None, deadline=None)

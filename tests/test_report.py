@@ -20,7 +20,6 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from servelab.analysis.catalog import load_catalog
 from servelab.analysis.report import (
     CDF_PROBS,
     config_labels,
@@ -30,6 +29,7 @@ from servelab.analysis.report import (
 )
 from servelab.analysis.report_cli import register
 from servelab.analysis.report_render import fmt_ms, fmt_sr, fmt_usd, render_markdown
+from servelab.billing.catalog import load_catalog
 from servelab.errors import ConfigError
 from servelab.records import RecordWriter
 
@@ -183,8 +183,10 @@ def ok_latencies(rows: list[dict[str, Any]]) -> np.ndarray:
 
 def lambda_per_million(rows: list[dict[str, Any]], memory_mb: int) -> float:
     """AWS Lambda x86 us-east-1 from its published prices: $0.20 per 1M requests plus
-    $0.0000166667 per GB-s, durations rounded up to 1 ms."""
-    billed_s = sum(math.ceil(r["duration_ms"] - 1e-9) for r in rows) / 1000
+    $0.0000166667 per GB-s, durations rounded up to 1 ms, and the init of each environment on the
+    record that carries it (AWS bills INIT since 2025-08-01)."""
+    billed_s = sum(math.ceil(r["duration_ms"] - 1e-9) + math.ceil((r.get("init_ms") or 0) - 1e-9)
+                   for r in rows) / 1000
     total = len(rows) * 0.20 / 1e6 + billed_s * memory_mb / 1024 * 0.0000166667
     return total / len(rows) * 1e6
 

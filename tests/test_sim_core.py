@@ -10,11 +10,11 @@ import numpy as np
 import pyarrow.compute as pc
 import pytest
 
-from servelab.platform.meter import billed_ms
-from servelab.platform.policies import decide_batch
-from servelab.records import SCHEMA, STATUSES, read_records
+from servelab.billing.rules import billed_ms
+from servelab.core.policies import decide_batch
+from servelab.records import SCHEMA, STATUSES, read_instances, read_records
 from servelab.sim import Profile, ServerConfig, ServerlessConfig, simulate
-from servelab.sim.core import COLD, WARM, EventLoop
+from servelab.sim.outcomes import COLD, WARM
 from servelab.sim.output import billed_ms_array
 
 
@@ -28,25 +28,17 @@ def statuses(result) -> list[str]:
     return result.table["status"].to_pylist()
 
 
-def test_event_loop_runs_heap_events_before_arrivals_at_equal_times():
-    log = []
-    loop = EventLoop()
-    loop.at(1.0, lambda t, a: log.append(("event", t, a)), "x")
-    loop.at(0.5, lambda t, a: log.append(("event", t, a)), "y")
-    loop.run([0.0, 1.0, 2.0], lambda i, t: log.append(("arrival", t, i)))
-    assert log == [("arrival", 0.0, 0), ("event", 0.5, "y"), ("event", 1.0, "x"), ("arrival", 1.0, 1),
-                   ("arrival", 2.0, 2)]
-
-
 def test_hand_checked_cold_starts_reuse_and_keep_alive_reclaim():
     # t=0: cold start A (ready 0.1). t=0.05: A is taken by r0's wait, so r1 starts B (ready 0.15)
-    # but A frees first (0.11) and serves r1: r1 waited for an init, so it is cold too. t=0.5: B
-    # (most recently idle) serves r2 warm. Keep-alive 1 s: A (idle since 0.12) goes at the first
-    # tick >= 1.12, B (idle since 0.51) at the first tick >= 1.51. t=3: nothing left: cold.
+    # but A frees first (0.11) and serves r1: r1 queued behind r0's cold start, so it is warm
+    # (queue 60 ms). t=0.5: B (most recently idle) serves r2: B's first request, and B was started
+    # on demand, so r2 is cold and carries B's init (billed once per environment) though it did not
+    # wait for it. Keep-alive 1 s: A (idle since 0.12) goes at the first tick >= 1.12, B (idle
+    # since 0.51) at the first tick >= 1.51. t=3: nothing left: cold.
     cfg = ServerlessConfig(keep_alive_s=1.0, reap_interval_s=0.1, scale_rate="none")
     r = simulate(cfg, constant_profile(), np.array([0.0, 0.05, 0.5, 3.0]))
     o = r.outcomes
-    assert o.kind == [COLD, COLD, WARM, COLD]
+    assert o.kind == [COLD, WARM, COLD, COLD]
     assert o.instance == [0, 0, 1, 2]
     assert o.inst_ready_s[:2] == pytest.approx([0.1, 0.15])
     assert 1.12 <= o.inst_end_s[0] <= 1.22 + 1e-9
@@ -54,12 +46,16 @@ def test_hand_checked_cold_starts_reuse_and_keep_alive_reclaim():
     assert 4.11 <= o.inst_end_s[2] <= 4.21 + 1e-9  # the reaper keeps running until it is reclaimed
     t = r.table
     assert t["latency_ms"].to_pylist() == pytest.approx([110.0, 70.0, 10.0, 110.0])
-    assert t["queue_ms"].to_pylist() == pytest.approx([0.0, 10.0, 0.0, 0.0])
-    assert t["cold"].to_pylist() == [True, True, False, True]
-    assert t["init_ms"].to_pylist()[:2] == [100.0, 100.0]
-    # billed: the 10 ms run, plus the 100 ms init on a cold start (the meter's rule)
-    assert t["billed_ms"].to_pylist() == [110.0, 110.0, 10.0, 110.0]
+    assert t["queue_ms"].to_pylist() == pytest.approx([0.0, 60.0, 0.0, 0.0])
+    assert t["cold"].to_pylist() == [True, False, True, True]
+    assert t["init_ms"].to_pylist() == [100.0, None, 100.0, 100.0]
+    # billed: the 10 ms run, plus the 100 ms init once per environment, on its first request
+    assert t["billed_ms"].to_pylist() == [110.0, 10.0, 110.0, 110.0]
     assert r.summary().cold_starts == 3
+    # the lifecycle records: three on-demand environments, started, ready, reclaimed
+    ev = r.instances()
+    assert ev.filter(pc.equal(ev["event"], "started"))["kind"].to_pylist() == ["on_demand"] * 3
+    assert ev.filter(pc.equal(ev["event"], "reclaimed")).num_rows == 3
 
 
 def test_requests_beyond_max_concurrency_are_throttled_or_queued():
@@ -82,7 +78,8 @@ def test_queued_request_times_out_after_max_queue_wait():
     # r0 starts the only instance (ready 0.1, busy until 0.3); r1 and r2 queue with a 0.35 s
     # budget: r1 gets the instance at 0.3 (in time), r2 would get it at 0.5 but expires at 0.36
     assert statuses(r) == ["ok", "ok", "throttled"]
-    assert r.table["queue_ms"][1].as_py() == pytest.approx(200.0)
+    # r1 is warm: all its wait (behind r0's init and r0's run) is queueing
+    assert r.table["queue_ms"][1].as_py() == pytest.approx(300.0)
     assert "waited 0.35 s" in r.table["error"][2].as_py()
     assert r.table["completed_s"][2].as_py() == pytest.approx(0.36)
 
@@ -125,6 +122,7 @@ def test_every_arrival_gets_exactly_one_record_in_the_platform_schema(tmp_path):
     r.write(tmp_path / "run")
     back = read_records(tmp_path / "run" / "records")
     assert back.equals(t)
+    assert read_instances(tmp_path / "run" / "instances").equals(r.instances())
 
 
 def test_analyzer_and_cost_cli_read_simulated_runs(tmp_path):
@@ -178,15 +176,12 @@ def test_same_seed_same_run():
 
 
 def test_a_batch_is_billed_as_one_execution_with_its_init_once():
-    from servelab.sim.simulation import execution_view
-
     cfg = ServerlessConfig(max_concurrency=1, max_batch_size=8, max_wait_ms=50.0, admission="queue",
                            billing_rounding_ms=100, price_entry="aws-lambda-x86-us-east-1-100ms", scale_rate="none")
     r = simulate(cfg, constant_profile(), np.zeros(8))  # one cold instance, one batch of 8 (40 ms)
-    view, n = execution_view(r.table)
-    assert n == 8 and view.num_rows == 1
-    assert view["duration_ms"].to_pylist() == [140.0]  # 40 ms batch + 100 ms init, once
-    assert r.table["billed_ms"].to_pylist() == pytest.approx([100 / 8 + 100] * 8)  # the records' share
+    # the oldest request is the environment's first (cold, carrying the init); the rest are warm
+    assert r.table["start_kind"].to_pylist() == ["cold"] + ["warm"] * 7
+    assert r.table["billed_ms"].to_pylist() == pytest.approx([100 / 8 + 100] + [100 / 8] * 7)
     cost = r.cost()
     assert cost.requests == 8
     assert cost.compute_usd == pytest.approx(0.2 * 1769 / 1024 * 0.0000166667)  # one 200 ms execution

@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -67,12 +67,46 @@ class RequestRecord:
     max_memory_used_mb: float | None = None
     batch_size: int | None = None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+InstanceEvent = Literal["started", "ready", "init_failed", "reclaimed", "died"]
+INSTANCE_EVENTS: tuple[InstanceEvent, ...] = ("started", "ready", "init_failed", "reclaimed", "died")
+
+
+@dataclass(slots=True)
+class InstanceRecord:
+    """One event in an instance's life, beside the request records (``instances/`` next to
+    ``records/``), so instance-seconds, idle memory GB-s and the cold-start rate can be computed
+    from any run, real or simulated.
+
+    ``at_s`` is on the source's clock: seconds since the run started for a simulated run, Unix
+    time for the platform; only differences between a run's own events are meaningful.
+    ``kind``: ``on_demand`` (a request asked for it), ``prewarmed`` (a keep-alive policy or an
+    autoscaler started it ahead of demand) or ``provisioned`` (always on).
+    """
+
+    run_id: str
+    target: str
+    instance_id: str
+    kind: str
+    event: InstanceEvent
+    at_s: float
+    memory_mb: int | None = None
+    reason: str | None = None  # reclaimed / died / init_failed: why
+    init_ms: float | None = None  # ready: the init's total and parts
+    init_process_ms: float | None = None
+    init_import_ms: float | None = None
+    init_fetch_ms: float | None = None
+    init_load_ms: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def _arrow_type(py: str) -> pa.DataType:
-    if py.startswith("str") or py.startswith("Status") or py.startswith("StartKind"):
+    if py.startswith(("str", "Status", "StartKind", "InstanceEvent")):
         return pa.string()
     if py.startswith("float"):
         return pa.float64()
@@ -85,12 +119,16 @@ def _arrow_type(py: str) -> pa.DataType:
 
 SCHEMA = pa.schema([pa.field(f.name, _arrow_type(str(f.type))) for f in fields(RequestRecord)])
 FIELD_NAMES: tuple[str, ...] = tuple(SCHEMA.names)
+INSTANCE_SCHEMA = pa.schema([pa.field(f.name, _arrow_type(str(f.type))) for f in fields(InstanceRecord)])
 
 
-def to_table(records: Iterable[RequestRecord | dict]) -> pa.Table:
-    rows = [r.to_dict() if isinstance(r, RequestRecord) else r for r in records]
-    cols = {name: [row.get(name) for row in rows] for name in FIELD_NAMES}
-    return pa.table(cols, schema=SCHEMA)
+AnyRecord = RequestRecord | InstanceRecord | dict[str, Any]
+
+
+def to_table(records: Iterable[AnyRecord], schema: pa.Schema = SCHEMA) -> pa.Table:
+    rows = [r if isinstance(r, dict) else r.to_dict() for r in records]
+    cols = {name: [row.get(name) for row in rows] for name in schema.names}
+    return pa.table(cols, schema=schema)
 
 
 class RecordWriter:
@@ -100,23 +138,24 @@ class RecordWriter:
     flush is due; a flush writes ``.tmp`` then renames, so readers only ever see whole parts.
     """
 
-    def __init__(self, directory: str | os.PathLike, *, flush_interval_s: float = 1.0,
-                 flush_rows: int = 50_000, prefix: str = "") -> None:
+    def __init__(self, directory: str | os.PathLike[str], *, flush_interval_s: float = 1.0,
+                 flush_rows: int = 50_000, prefix: str = "", schema: pa.Schema = SCHEMA) -> None:
         """``prefix`` lets several processes write into one directory without name clashes
         (``part-p0-000001.parquet``, ``part-p1-000001.parquet`` …)."""
         self.directory = Path(directory)
         self.prefix = prefix
+        self.schema = schema
         self.directory.mkdir(parents=True, exist_ok=True)
         self.flush_interval_s = flush_interval_s
         self.flush_rows = flush_rows
-        self._buf: list[RequestRecord | dict] = []
+        self._buf: list[RequestRecord | InstanceRecord | dict[str, Any]] = []
         self._lock = threading.Lock()
         self._last_flush = time.monotonic()
         existing = sorted(self.directory.glob(f"part-{prefix}[0-9]*.parquet"))
         self._next_part = int(existing[-1].stem.rsplit("-", 1)[1]) + 1 if existing else 1
         self.count = 0
 
-    def append(self, record: RequestRecord | dict) -> None:
+    def append(self, record: RequestRecord | InstanceRecord | dict[str, Any]) -> None:
         with self._lock:
             self._buf.append(record)
             self.count += 1
@@ -125,7 +164,7 @@ class RecordWriter:
         if due:
             self.flush()
 
-    def extend(self, records: Iterable[RequestRecord | dict]) -> None:
+    def extend(self, records: Iterable[RequestRecord | InstanceRecord | dict[str, Any]]) -> None:
         for r in records:
             self.append(r)
 
@@ -138,7 +177,7 @@ class RecordWriter:
             part = self.directory / f"part-{self.prefix}{self._next_part:06d}.parquet"
             self._next_part += 1
             tmp = part.with_suffix(".tmp")
-            pq.write_table(to_table(buf), tmp)
+            pq.write_table(to_table(buf, self.schema), tmp)
             os.replace(tmp, part)
 
     def close(self) -> None:
@@ -151,13 +190,24 @@ class RecordWriter:
         self.close()
 
 
-def read_records(path: str | os.PathLike) -> pa.Table:
-    """All records under ``path`` (a part directory, or one Parquet file), in schema order."""
+def read_records(path: str | os.PathLike[str], schema: pa.Schema = SCHEMA) -> pa.Table:
+    """All records under ``path`` (a part directory, or one Parquet file), in schema order.
+    Columns a file lacks (written before a field was added) read as nulls."""
     p = Path(path)
     if p.is_dir():
         parts = sorted(p.glob("part-*.parquet"))
         if not parts:
-            return SCHEMA.empty_table()
-        tables = [pq.read_table(f) for f in parts]
-        return pa.concat_tables([t.select(FIELD_NAMES).cast(SCHEMA) for t in tables])
-    return pq.read_table(p).select(FIELD_NAMES).cast(SCHEMA)
+            return schema.empty_table()
+        return pa.concat_tables([_conform(pq.read_table(f), schema) for f in parts])
+    return _conform(pq.read_table(p), schema)
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    cols = [table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+            for f in schema]
+    return pa.table(cols, schema=schema)
+
+
+def read_instances(path: str | os.PathLike[str]) -> pa.Table:
+    """Instance lifecycle records under ``path`` (an ``instances/`` part directory)."""
+    return read_records(path, INSTANCE_SCHEMA)

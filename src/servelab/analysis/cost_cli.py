@@ -7,6 +7,7 @@ price files laid over the shipped catalog, before any ``--prices`` files).
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 import os
 import sys
@@ -25,6 +26,9 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
+_AS_OF_OPT = typer.Option(None, "--as-of", metavar="DATE|study",
+                          help="Apply the billing rules of this date (YYYY-MM-DD; 'study' = the study's era, "
+                               "when AWS did not bill init). Default: the catalog's date.")
 _PRICES_OPT = typer.Option(None, "--prices", help="Extra price YAML file laid over the shipped catalog "
                            f"(repeatable; after ${PRICES_ENV}).")
 _ENTRY_OPT = typer.Option(..., "--entry", "-e",
@@ -32,7 +36,7 @@ _ENTRY_OPT = typer.Option(..., "--entry", "-e",
 
 
 def _catalog(prices: list[Path] | None):
-    from servelab.analysis.catalog import load_catalog
+    from servelab.billing.catalog import load_catalog
 
     env = [p for p in os.environ.get(PRICES_ENV, "").split(os.pathsep) if p]
     return load_catalog(*env, *(prices or []))
@@ -97,7 +101,7 @@ def catalog_cmd(
 
 
 def _emit(breakdowns, as_json: bool, as_csv: bool) -> None:
-    from servelab.analysis.cost import CostBreakdown
+    from servelab.billing.pricing import CostBreakdown
 
     if as_json:
         typer.echo(json.dumps([b.to_dict() for b in breakdowns], indent=2))
@@ -127,6 +131,19 @@ def _emit(breakdowns, as_json: bool, as_csv: bool) -> None:
             console.print(f"  - {note}", markup=False, highlight=False)
 
 
+def _date(value: str | None) -> dt.date | None:
+    from servelab.billing.rules import STUDY_ERA
+
+    if value is None:
+        return None
+    if value == "study":
+        return STUDY_ERA
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"--as-of must be a date YYYY-MM-DD or 'study', got {value!r}") from None
+
+
 def _check_format(as_json: bool, as_csv: bool) -> None:
     if as_json and as_csv:
         raise ConfigError("choose one of --json and --csv")
@@ -142,12 +159,13 @@ def run_cmd(
                                      help="Billing window in s (default: the run's span)."),
     instances: int = typer.Option(1, "--instances", help="Instances billed (instance_hour entries)."),
     provisioned: int = typer.Option(0, "--provisioned", help="Provisioned concurrency (serverless entries)."),
+    as_of: str = _AS_OF_OPT,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     as_csv: bool = typer.Option(False, "--csv", help="Print CSV."),
     prices: list[Path] = _PRICES_OPT,
 ) -> None:
     """What the run in RECORDS would have cost as each --entry."""
-    from servelab.analysis.cost import price_run
+    from servelab.billing.pricing import price_run
     from servelab.records import read_records
 
     _check_format(as_json, as_csv)
@@ -156,7 +174,7 @@ def run_cmd(
     cat = _catalog(prices)
     table = read_records(records)
     out = [price_run(table, e, catalog=cat, memory_mb=memory_mb, duration_s=duration_s,
-                     instances=instances, provisioned_instances=provisioned) for e in entry]
+                     instances=instances, provisioned_instances=provisioned, as_of=_date(as_of)) for e in entry]
     _emit(out, as_json, as_csv)
 
 
@@ -170,16 +188,18 @@ def estimate_cmd(
                                      help="How long instances / provisioned capacity run, in s."),
     instances: int = typer.Option(1, "--instances", help="Instances billed (instance_hour entries)."),
     provisioned: int = typer.Option(0, "--provisioned", help="Provisioned concurrency (serverless entries)."),
+    as_of: str = _AS_OF_OPT,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     as_csv: bool = typer.Option(False, "--csv", help="Print CSV."),
     prices: list[Path] = _PRICES_OPT,
 ) -> None:
     """Quick what-if: N requests of D ms at M MB, priced as each --entry."""
-    from servelab.analysis.cost import estimate
+    from servelab.billing.pricing import estimate
 
     _check_format(as_json, as_csv)
     cat = _catalog(prices)
     out = [estimate(e, requests=requests, duration_ms=duration_ms, memory_mb=memory_mb, catalog=cat,
-                    duration_s=duration_s, instances=instances, provisioned_instances=provisioned)
+                    duration_s=duration_s, instances=instances, provisioned_instances=provisioned,
+                    as_of=_date(as_of))
            for e in entry]
     _emit(out, as_json, as_csv)

@@ -20,7 +20,7 @@ directory, is reported too.
 Every statistic is computed here from the records, on all of them, so the report never depends
 on what an earlier tool chose to keep; ``summary.json`` contributes only a run's price (when the
 executor priced it). A run without a price there is priced with
-:func:`servelab.analysis.cost.price_run` against its config's ``price_entry``.
+:func:`servelab.billing.pricing.price_run` against its config's ``price_entry``.
 
 What is kept per run is small whatever the run's size (a million records are summarised and
 dropped): the :class:`~servelab.analysis.metrics.RunSummary`, the per-bin time series, the
@@ -233,7 +233,7 @@ def load_experiment(directory: str | os.PathLike, *, catalog: Any = None, price_
     """Read and summarise every run under ``directory``.
 
     ``price_entry`` prices the runs whose config names none; ``catalog`` (a
-    :class:`~servelab.analysis.catalog.Catalog`) defaults to the shipped one. Unfinished runs
+    :class:`~servelab.billing.catalog.Catalog`) defaults to the shipped one. Unfinished runs
     (no ``DONE`` and a ``run.json`` that does not say ``completed``) are left out unless
     ``include_partial``. Raises :class:`ConfigError` when there is nothing to report.
     """
@@ -454,15 +454,15 @@ def _cold_parts(table: pa.Table) -> dict[str, tuple[float, int]]:
 
 
 def _load_catalog() -> Any:
-    from servelab.analysis.catalog import load_catalog
+    from servelab.billing.catalog import load_catalog
 
     return load_catalog()
 
 
 def _price(run: RunReport, table: pa.Table, catalog: Any, default_entry: str | None) -> RunCost | None:
     """Price the run's records as its config's ``price_entry`` (or ``default_entry``)."""
-    from servelab.analysis.catalog import InstanceHourEntry, ServerlessEntry
-    from servelab.analysis.cost import price_run
+    from servelab.billing.catalog import InstanceHourEntry, ServerlessEntry
+    from servelab.billing.pricing import price_run
 
     entry_id = run.config.get("price_entry") or default_entry
     if not entry_id:

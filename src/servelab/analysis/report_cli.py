@@ -40,8 +40,8 @@ def report(
     summary.md, and print the summary. Figures: latency CDFs per configuration; latency, instances
     and arrival rate over time per run; cost per 1M requests vs p95 with the Pareto front;
     cold-start time by part. Statistics use every record; figures are drawn from summaries."""
-    from servelab.analysis.catalog import load_catalog
     from servelab.analysis.report import write_report
+    from servelab.billing.catalog import load_catalog
 
     env = [p for p in os.environ.get(PRICES_ENV, "").split(os.pathsep) if p]
     catalog = load_catalog(*env, *(prices or [])) if (env or prices) else None

@@ -150,9 +150,9 @@ def versions() -> dict[str, str]:
     when installed without being imported (importing it costs seconds)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from servelab.loadgen.runner import versions as loadgen_versions
+    from servelab.provenance import versions as base_versions
 
-    out = dict(loadgen_versions())
+    out = dict(base_versions())
     for pkg in ("onnxruntime", "onnxruntime-gpu", "onnx", "torch", "pydantic"):
         with contextlib.suppress(PackageNotFoundError):
             out[pkg] = version(pkg)
@@ -354,7 +354,7 @@ class Executor:
         cost_error = None
         args = target.price_args(run, flat)
         if args is not None:
-            from servelab.analysis.cost import price_run
+            from servelab.billing.pricing import price_run
 
             notes = args.pop("notes", [])
             entry = args.pop("entry_id")

@@ -32,6 +32,7 @@ from pydantic_core import PydanticCustomError
 
 from servelab.bench import registry
 from servelab.config import validate_name
+from servelab.core.resources import MAX_MEMORY_MB, MIN_MEMORY_MB
 from servelab.errors import ConfigError, ServelabError
 
 # The built-in kinds. More are added with servelab.bench.registry.register_target (cloud targets),
@@ -69,7 +70,7 @@ class AxisOverrides(_Model):
 
     models: tuple[str, ...] | None = Field(None, min_length=1)
     runtimes: tuple[RuntimeName, ...] | None = Field(None, min_length=1)
-    memory_mb: tuple[Annotated[int, Field(ge=128, le=10240)], ...] | None = Field(None, min_length=1)
+    memory_mb: tuple[Annotated[int, Field(ge=MIN_MEMORY_MB, le=MAX_MEMORY_MB)], ...] | None = Field(None, min_length=1)
     batch_size: tuple[Annotated[int, Field(ge=1, le=1024)], ...] | None = Field(None, min_length=1)
     provisioned: tuple[Annotated[int, Field(ge=0, le=1000)], ...] | None = Field(None, min_length=1)
     workloads: tuple[WorkloadEntry, ...] | None = Field(None, min_length=1)
@@ -248,7 +249,7 @@ class Experiment(_Model):
     payloads: int = Field(8, ge=1, le=1000)  # distinct seeded request bodies per run
     models: tuple[str, ...] = Field(min_length=1)
     runtimes: tuple[RuntimeName, ...] = Field(("onnxruntime",), min_length=1)
-    memory_mb: tuple[Annotated[int, Field(ge=128, le=10240)], ...] = Field((1769,), min_length=1)
+    memory_mb: tuple[Annotated[int, Field(ge=MIN_MEMORY_MB, le=MAX_MEMORY_MB)], ...] = Field((1769,), min_length=1)
     batch_size: tuple[Annotated[int, Field(ge=1, le=1024)], ...] = Field((1,), min_length=1)
     provisioned: tuple[Annotated[int, Field(ge=0, le=1000)], ...] = Field((0,), min_length=1)
     workloads: tuple[WorkloadEntry, ...] = Field(min_length=1)
@@ -397,7 +398,7 @@ def check_experiment(exp: Experiment, *, source: str = "experiment") -> None:
                               f"{', '.join(allowed)}")
     entries = {t.price_entry for t in exp.targets if t.price_entry}
     if entries:
-        from servelab.analysis.catalog import load_catalog
+        from servelab.billing.catalog import load_catalog
 
         catalog = load_catalog()
         for i, t in enumerate(exp.targets):

@@ -222,7 +222,7 @@ class BenchTarget:
         """Release what the experiment created on the target."""
 
     def price_args(self, run: PlannedRun, summary: dict[str, Any]) -> dict[str, Any] | None:
-        """Arguments for :func:`servelab.analysis.cost.price_run` (``entry_id`` included), or None
+        """Arguments for :func:`servelab.billing.pricing.price_run` (``entry_id`` included), or None
         when the target has no price entry. May add ``notes`` (a list) saying what it assumed."""
         if not self.spec.price_entry:
             return None

@@ -37,6 +37,7 @@ from servelab.cloud.packaging import LambdaPackage, ModelSource, build_lambda_pa
 from servelab.cloud.report_line import cloud_request_id, decode_log_tail, record_from_invoke
 from servelab.cloud.safety import CloudPlan, PlannedResource, estimate_serverless_usd, run_tags
 from servelab.config import validate_name, validated
+from servelab.core.resources import MAX_MEMORY_MB, MIN_MEMORY_MB
 from servelab.errors import ConfigError, PlatformError
 from servelab.records import RequestRecord, Status
 
@@ -55,7 +56,7 @@ class LambdaSpec(BaseModel):
     function_name: str
     run_id: str
     role_arn: str = ""
-    memory_mb: int = Field(1769, ge=128, le=10240)
+    memory_mb: int = Field(1769, ge=MIN_MEMORY_MB, le=MAX_MEMORY_MB)
     timeout_s: int = Field(30, ge=1, le=900)
     reserved_concurrency: int | None = Field(None, ge=1)
     provisioned_concurrency: int = Field(0, ge=0)

@@ -1,7 +1,7 @@
 """Safety around anything that spends money: plans, cost estimates, budgets, guaranteed teardown.
 
 - A :class:`CloudPlan` lists every resource a command would create and what it would cost,
-  priced from servelab's dated catalog (:func:`servelab.analysis.cost.estimate`). ``--dry-run``
+  priced from servelab's dated catalog (:func:`servelab.billing.pricing.estimate`). ``--dry-run``
   prints it and stops; ``--max-cost`` refuses a plan whose estimate is above the budget.
 - :func:`teardown_guard` runs a teardown after success, an error, Ctrl-C or SIGTERM.
 - Credentials come only from the SDKs' standard chains (environment, shared files, instance
@@ -80,7 +80,7 @@ def check_budget(plan: CloudPlan, max_cost_usd: float | None) -> None:
 def estimate_serverless_usd(entry_id: str, *, requests: int, duration_ms: float, memory_mb: int,
                             provisioned: int = 0, window_s: float = 0.0) -> tuple[float, list[str]]:
     """Price ``requests`` of ``duration_ms`` (plus provisioned capacity held for ``window_s``)."""
-    from servelab.analysis.cost import estimate
+    from servelab.billing.pricing import estimate
 
     c = estimate(entry_id, requests=requests, duration_ms=duration_ms, memory_mb=memory_mb,
                  provisioned_instances=provisioned, duration_s=window_s if provisioned else None)
@@ -90,7 +90,7 @@ def estimate_serverless_usd(entry_id: str, *, requests: int, duration_ms: float,
 def estimate_instances_usd(entry_id: str, *, instances: int, window_s: float,
                            requests: int = 0) -> tuple[float, list[str]]:
     """Price ``instances`` always-on instances for ``window_s`` (SageMaker real-time, Cloud Run min)."""
-    from servelab.analysis.cost import estimate
+    from servelab.billing.pricing import estimate
 
     c = estimate(entry_id, requests=requests, duration_ms=0.0, duration_s=window_s, instances=instances)
     return c.total_usd, list(c.notes)

@@ -32,7 +32,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import queue
 import signal
 import sys
@@ -51,6 +50,7 @@ import numpy as np
 from servelab.errors import ConfigError, ServelabError
 from servelab.loadgen.live import LiveStats, ProgressDisplay
 from servelab.loadgen.targets import InvokeResult, Target
+from servelab.provenance import versions
 from servelab.records import STATUSES, RecordWriter
 
 RunStatus = Literal["running", "completed", "interrupted", "failed"]
@@ -325,16 +325,6 @@ def _result(run_id: str, out_dir: Path, requests: int, outs: Sequence[_Outcome],
         send_lag_max_ms=float(np.max(lags)) if has else None,
         elapsed_s=elapsed_s,
     )
-
-
-def versions() -> dict[str, str]:
-    import pyarrow
-
-    from servelab import __version__
-
-    return {"servelab": __version__, "python": platform.python_version(),
-            "aiohttp": aiohttp.__version__, "numpy": np.__version__, "pyarrow": pyarrow.__version__,
-            "platform": platform.platform(), "cpus": str(os.cpu_count())}
 
 
 def _now_iso() -> str:

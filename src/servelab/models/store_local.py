@@ -25,7 +25,7 @@ from typing import BinaryIO
 
 from servelab.config import validate_name
 from servelab.errors import IntegrityError, StoreError
-from servelab.models.store import BaseStore, StoredModel, copy_hashing, sha256_file, utc_now
+from servelab.models.store_base import BaseStore, StoredModel, copy_hashing, sha256_file, utc_now
 
 REF_FILE_RE = re.compile(r"^(?P<hex>[0-9a-f]{64})\.json$")
 TMP_PREFIX = ".tmp-"

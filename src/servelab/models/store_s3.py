@@ -29,7 +29,7 @@ from urllib.parse import urlparse
 
 from servelab.config import validate_name
 from servelab.errors import ConfigError, IntegrityError, RuntimeNotAvailableError, StoreError
-from servelab.models.store import BaseStore, StoredModel, sha256_file, utc_now
+from servelab.models.store_base import BaseStore, StoredModel, sha256_file, utc_now
 
 # Bucket names as S3 allows them (3-63 of lowercase letters, digits, '.', '-').
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")

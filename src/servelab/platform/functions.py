@@ -20,9 +20,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from servelab.config import validate_name
+from servelab.core import CoreConfig
+from servelab.core.policies import (
+    AdmissionMode,
+    KeepAliveKind,
+    KeepAlivePolicy,
+    ScalingKind,
+    TargetTracking,
+    keepalive_from,
+)
+from servelab.core.resources import MAX_MEMORY_MB, MIN_MEMORY_MB
 from servelab.errors import ConfigError, FunctionExistsError, FunctionNotFoundError
-from servelab.platform.backend import StartMode
-from servelab.platform.policies import AdmissionMode, KeepAliveKind, ScalingKind, TargetTracking
+from servelab.platform.backends.base import StartMode
 
 BUILTIN_MODEL_HANDLER = "servelab.model"
 RuntimeName = Literal["onnxruntime", "torch"]
@@ -56,13 +65,9 @@ class ScalingConfig(BaseModel):
     scale_out_delay_s: float = Field(0.0, ge=0)
 
 
-def keepalive_policy(cfg: KeepAliveConfig):
+def keepalive_policy(cfg: KeepAliveConfig) -> KeepAlivePolicy:
     """The keep-alive policy a config describes; for ``hybrid``, ``keep_alive_s`` is its fallback."""
-    from servelab.platform.policies import make_keepalive
-
-    if cfg.kind == "hybrid":
-        return make_keepalive("hybrid", **{"fallback_keep_alive_s": cfg.keep_alive_s, **cfg.params})
-    return make_keepalive(cfg.kind, keep_alive_s=cfg.keep_alive_s, **cfg.params)
+    return keepalive_from(cfg.kind, cfg.keep_alive_s, cfg.params)
 
 
 class FunctionConfig(BaseModel):
@@ -75,7 +80,7 @@ class FunctionConfig(BaseModel):
     runtime: RuntimeName = "onnxruntime"
     device: Literal["cpu", "cuda"] = "cpu"  # cuda: the model runs on the first NVIDIA GPU (a GPU server)
     handler: str = BUILTIN_MODEL_HANDLER  # or "module.function" from the function's code
-    memory_mb: int = Field(1024, ge=128, le=10240)
+    memory_mb: int = Field(1024, ge=MIN_MEMORY_MB, le=MAX_MEMORY_MB)
     timeout_s: float = Field(30.0, gt=0, le=900)
     max_concurrency: int = Field(4, ge=1, le=1000)
     provisioned: int = Field(0, ge=0)
@@ -121,6 +126,16 @@ class FunctionConfig(BaseModel):
                               target_utilisation=s.target_utilisation, metric_period_s=s.metric_period_s,
                               scale_out_cooldown_s=s.scale_out_cooldown_s,
                               scale_in_cooldown_s=s.scale_in_cooldown_s, scale_out_delay_s=s.scale_out_delay_s)
+
+    def core_config(self) -> CoreConfig:
+        """The core's view of this function (:class:`servelab.core.CoreConfig`)."""
+        tracking = self.scaling.kind == "target-tracking"
+        return CoreConfig(scaling="target-tracking" if tracking else "per-request",
+                          max_instances=self.max_concurrency, min_instances=self.provisioned,
+                          admission=self.admission, max_queue=self.max_queue, max_queue_wait_s=self.max_queue_wait_s,
+                          max_batch_size=self.batching.max_batch_size, max_wait_s=self.batching.max_wait_ms / 1000.0,
+                          keepalive=keepalive_policy(self.keep_alive),
+                          autoscaler=self.autoscaler() if tracking else None)
 
     def updated(self, **changes: Any) -> FunctionConfig:
         return make_config({**self.model_dump(), **changes})

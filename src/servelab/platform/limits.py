@@ -41,17 +41,13 @@ from pathlib import Path
 from typing import Literal
 
 from servelab.config import validate_name
+from servelab.core.resources import MAX_MEMORY_MB, MIN_MEMORY_MB, cpus_for_memory
 from servelab.errors import ConfigError, LimitsError
 
 LimitsMode = Literal["cgroup2", "cgroup1", "rlimit"]
 LIMITS_MODES: tuple[LimitsMode, ...] = ("cgroup2", "cgroup1", "rlimit")  # detection order
 
-MIN_MEMORY_MB = 128
-MAX_MEMORY_MB = 10240
 MB = 1024 * 1024
-# Lambda's published anchors: 1 vCPU at 1,769 MB, 6 vCPUs at the 10,240 MB maximum.
-ONE_VCPU_MEMORY_MB = 1769
-MAX_VCPUS = 6.0
 GROUP = "servelab"
 CFS_PERIOD_US = 100_000
 MIN_CFS_QUOTA_US = 1_000  # the kernel refuses smaller quotas
@@ -65,18 +61,6 @@ SPAWN_BASELINE_MB = 384
 THREAD_ADDRESS_SPACE_MB = 72
 
 _KILL_WAIT_S = 5.0
-
-
-def cpus_for_memory(memory_mb: int) -> float:
-    """vCPUs that Lambda gives ``memory_mb``: piecewise linear through (0, 0), (1769, 1), (10240, 6).
-
-    AWS publishes the two anchors and "proportional to memory"; between 1,769 and 10,240 MB the
-    slope is 5/8471 vCPU per MB, within 4% of 1/1769, so the curve is continuous and hits both.
-    """
-    if memory_mb <= ONE_VCPU_MEMORY_MB:
-        return memory_mb / ONE_VCPU_MEMORY_MB
-    slope = (MAX_VCPUS - 1.0) / (MAX_MEMORY_MB - ONE_VCPU_MEMORY_MB)
-    return min(MAX_VCPUS, 1.0 + (memory_mb - ONE_VCPU_MEMORY_MB) * slope)
 
 
 def _usable_cpus() -> int:

@@ -1,26 +1,21 @@
 """The billing meter: every invocation becomes a :class:`RequestRecord` on disk and a few
-Prometheus samples, priced the way AWS Lambda prices it.
+Prometheus samples; every instance's life becomes :class:`InstanceRecord` rows beside them.
 
-Billed duration = execution time rounded *up* to ``billing_rounding_ms`` (1 ms on Lambda),
-plus the init duration on a cold start (AWS bills the INIT phase since August 2025). A batch
-of n requests is one execution: each request is billed duration / n, so totals stay right.
+What a record is billed is the accounting rules' (:mod:`servelab.billing.rules`): execution
+time rounded up once per batch and shared by its requests, plus the init on the record that
+carries it (AWS bills the INIT phase since August 2025).
 """
 
 from __future__ import annotations
 
-import math
 import uuid
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from servelab.records import RecordWriter, RequestRecord
+from servelab.records import INSTANCE_SCHEMA, InstanceRecord, RecordWriter, RequestRecord
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-
-
-def billed_ms(duration_ms: float, rounding_ms: int) -> float:
-    return float(math.ceil(duration_ms / rounding_ms - 1e-9) * rounding_ms)
 
 
 def report_line(rec: RequestRecord) -> str:
@@ -36,17 +31,22 @@ def report_line(rec: RequestRecord) -> str:
 
 
 class Meter:
-    """Records (Parquet parts under ``records_dir``) and Prometheus metrics for the platform."""
+    """Records (Parquet parts under ``records_dir``; lifecycle records under ``instances_dir``,
+    default ``records_dir``'s sibling ``instances``) and Prometheus metrics for the platform."""
 
-    def __init__(self, records_dir: Path, *, run_id: str | None = None) -> None:
+    def __init__(self, records_dir: Path, *, run_id: str | None = None, instances_dir: Path | None = None) -> None:
         self.run_id = run_id or f"platform-{uuid.uuid4().hex[:8]}"
         self.writer = RecordWriter(records_dir, prefix=f"{self.run_id}-")
+        self.instance_writer = RecordWriter(instances_dir or Path(records_dir).parent / "instances",
+                                            prefix=f"{self.run_id}-", schema=INSTANCE_SCHEMA)
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("servelab_requests", "Invocations by function and status",
                                 ["function", "status"], registry=r)
         self.cold_starts = Counter("servelab_cold_starts",
-                                   "Requests that waited for an instance to start", ["function"], registry=r)
+                                   "First requests of environments started on demand", ["function"], registry=r)
+        self.starts = Counter("servelab_instance_starts", "Instances started, by kind",
+                              ["function", "kind"], registry=r)
         self.latency = Histogram("servelab_request_latency_seconds", "Platform time per request",
                                  ["function"], buckets=LATENCY_BUCKETS_S, registry=r)
         self.init_time = Histogram("servelab_init_duration_seconds", "Instance init duration",
@@ -69,8 +69,14 @@ class Meter:
         if rec.billed_ms and rec.memory_mb:
             self.billed_gb_s.labels(fn).inc(rec.billed_ms / 1000.0 * rec.memory_mb / 1024.0)
 
+    def instance_event(self, rec: InstanceRecord) -> None:
+        self.instance_writer.append(rec)
+        if rec.event == "started":
+            self.starts.labels(rec.target, rec.kind).inc()
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
     def close(self) -> None:
         self.writer.close()
+        self.instance_writer.close()

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from servelab.config import validate_name
 from servelab.errors import ConfigError, FunctionNotFoundError, LimitsError
-from servelab.platform.backend import LocalProcessBackend
+from servelab.platform.backends.local import LocalProcessBackend
 from servelab.platform.functions import FunctionConfig, FunctionRegistry
 from servelab.platform.limits import LimitsInfo, cleanup_stale, detect
 from servelab.platform.meter import Meter
@@ -59,7 +59,7 @@ class Platform:
                 cleanup_stale(self.limits_info)
         self.registry = FunctionRegistry(self.home / "platform.db")
         self.meter = Meter(self.home / "records")
-        self.backend = LocalProcessBackend(preload=self.preload)
+        self.backend = LocalProcessBackend(preload=self.preload, limits_info=self.limits_info)
         for cfg, _ in self.registry.list():
             self._add_service(cfg)
         if any(s.config.start_mode == "fork" for s in self.services.values()):
@@ -101,7 +101,7 @@ class Platform:
 
     def _add_service(self, cfg: FunctionConfig) -> FunctionService:
         code = self.code_dir(cfg.name)
-        svc = FunctionService(cfg, backend=self.backend, limits_info=self.limits_info, meter=self.meter,
+        svc = FunctionService(cfg, backend=self.backend, meter=self.meter,
                               home=self.home, store_url=self.store_url,
                               code_dir=code if code.exists() else None)
         self.services[cfg.name] = svc

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -29,7 +30,7 @@ def _strs(text: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
-def _arrivals(workload: str, duration_s: float | None, seed: int, scale: float):
+def _arrivals(workload: str, duration_s: float | None, seed: int, scale: float) -> Any:
     from servelab.workload import generate, load_spec
 
     spec = load_spec(workload)
@@ -117,7 +118,7 @@ def profile_cmd(
     """Measure a model's cold start and service times on the local platform; save a profile."""
     import tempfile
 
-    from servelab.sim.measure import measure_profile, resolve_model
+    from servelab.calibrate.measure import measure_profile, resolve_model
 
     work = work_dir or Path(tempfile.mkdtemp(prefix="servelab-profile-"))
     name, path = resolve_model(model, work / "models")
@@ -202,13 +203,14 @@ def recommend_cmd(
         _verify(rec.best.config, prof, arrivals, model or prof.model, work_dir, seed, as_json)
 
 
-def _verify(config, prof, arrivals, model: str, work_dir: Path | None, seed: int, as_json: bool) -> None:
+def _verify(config: Any, prof: Any, arrivals: Any, model: str, work_dir: Path | None, seed: int,
+            as_json: bool) -> None:
     import tempfile
 
+    from servelab.calibrate.measure import resolve_model
+    from servelab.calibrate.realrun import Deployer, local_platform
+    from servelab.calibrate.validate import METRICS, compare_on_platform
     from servelab.loadgen.payloads import from_model
-    from servelab.sim.measure import resolve_model
-    from servelab.sim.realrun import Deployer, local_platform
-    from servelab.sim.validate import METRICS, compare_on_platform
 
     work = work_dir or Path(tempfile.mkdtemp(prefix="servelab-verify-"))
     _, path = resolve_model(model, work / "models")

@@ -1,11 +1,12 @@
 """A managed autoscaling endpoint (SageMaker real-time, Vertex AI / AI Platform prediction).
 
 Always-loaded instances behind a FIFO queue, ``slots`` requests at a time each, resized by a
-target-tracking autoscaler: :func:`servelab.platform.policies.target_tracking` once per metric
-period on the time-weighted in-flight load (:class:`~servelab.platform.policies.LoadAverager`),
+target-tracking autoscaler: :func:`servelab.core.policies.target_tracking` once per metric
+period on the time-weighted in-flight load (:class:`~servelab.core.policies.LoadAverager`),
 exactly as the platform's ``scaling.kind: target-tracking`` mode does. A scale-out takes
 ``scale_out_delay_s`` of provisioning plus the instance's own start; a scale-in removes idle
-instances after ``scale_in_cooldown_s``. The engine is :mod:`servelab.sim.pool`.
+instances after ``scale_in_cooldown_s``.
+The behaviour is the core's (:mod:`servelab.core`), driven by :mod:`servelab.sim.engine`.
 
 Defaults: AWS Application Auto Scaling's 300 s cooldowns and 60 s metric period. The
 provisioning delay default (180 s) is **assumed**: AWS and GCP document no figure; "minutes" is
@@ -19,8 +20,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from servelab.platform.policies import TargetTracking
-from servelab.sim.pool import PoolSpec
+from servelab.core import CoreConfig
+from servelab.core.policies import TargetTracking
+from servelab.sim.engine import EngineSpec
 from servelab.sim.profile import Device
 
 
@@ -58,8 +60,10 @@ class ManagedConfig(BaseModel):
                               scale_out_cooldown_s=self.scale_out_cooldown_s,
                               scale_in_cooldown_s=self.scale_in_cooldown_s, scale_out_delay_s=self.scale_out_delay_s)
 
-    def pool(self) -> PoolSpec:
-        return PoolSpec(instances=self.min_instances, slots=self.slots, memory_mb=self.memory_mb, device=self.device,
-                        max_batch_size=self.max_batch_size, max_wait_s=self.max_wait_ms / 1000.0,
-                        max_queue=self.max_queue, max_queue_wait_s=self.max_queue_wait_s, timeout_s=self.timeout_s,
-                        autoscaler=self.autoscaler())
+    def engine_spec(self) -> EngineSpec:
+        core = CoreConfig(scaling="target-tracking", max_instances=self.max_instances,
+                          min_instances=self.min_instances, slots=self.slots, admission="queue",
+                          max_queue=self.max_queue, max_queue_wait_s=self.max_queue_wait_s,
+                          max_batch_size=self.max_batch_size, max_wait_s=self.max_wait_ms / 1000.0,
+                          autoscaler=self.autoscaler())
+        return EngineSpec(core=core, memory_mb=self.memory_mb, device=self.device, timeout_s=self.timeout_s)

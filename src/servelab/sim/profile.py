@@ -11,7 +11,7 @@ A profile says, for one model and runtime, how long things take on one platform:
   the platform's own time per batch) and ``client_overhead_ms`` — time outside the platform
   (HTTP, the client), which adds to latency but not to the instance's occupancy.
 
-Profiles are measured by ``servelab profile`` (:mod:`servelab.sim.measure`) or written by hand
+Profiles are measured by ``servelab profile`` (:mod:`servelab.calibrate.measure`) or written by hand
 (``profiles/study-aws-gcp.yaml`` ships with servelab). Every figure may carry a source in
 ``sources`` (the field path → where the number comes from, or "assumed: why").
 
@@ -25,7 +25,7 @@ Looking up a size that was not measured (see :meth:`Profile.service`):
   and extrapolated linearly (never decreasing) from the last two: execution time is close to
   affine in batch size for CNNs on CPU;
 * memory size — the nearest measured size below (else above) is scaled by the ratio of usable
-  vCPUs (:func:`servelab.platform.limits.cpus_for_memory`, Lambda's rule: 1 vCPU at 1,769 MB).
+  vCPUs (:func:`servelab.core.resources.cpus_for_memory`, Lambda's rule: 1 vCPU at 1,769 MB).
   Usable means at most 1 unless ``threads_scale`` (a multi-threaded runtime). Assumed: time
   inversely proportional to the usable CPU share; init time scales the same way.
 """
@@ -44,8 +44,8 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from servelab.core.resources import cpus_for_memory
 from servelab.errors import ConfigError
-from servelab.platform.limits import cpus_for_memory
 
 PROFILE_VERSION = 1
 Device = Literal["cpu", "gpu"]

@@ -191,7 +191,7 @@ def _smallest_feasible(values: Sequence[Any], make: Callable[[Any], Any], ev: _E
 def recommend(profile: Profile, arrivals: Any, objective: Objective, space: SearchSpace, *, seed: int = 0,
               runners_up: int = 3, screen_fraction: float = 1.0, screen_margin: float = 1.5,
               catalog: Any = None) -> Recommendation:
-    from servelab.analysis.catalog import load_catalog
+    from servelab.billing.catalog import load_catalog
 
     t0 = time.perf_counter()
     times = np.asarray(getattr(arrivals, "times_s", arrivals), dtype=np.float64)
@@ -210,7 +210,7 @@ def recommend(profile: Profile, arrivals: Any, objective: Objective, space: Sear
                     return ServerlessConfig(price_entry=entry, memory_mb=m, max_batch_size=batch,
                                             max_wait_ms=space.max_wait_ms if batch > 1 else 0.0, provisioned=prov,
                                             max_concurrency=space.max_concurrency, keep_alive_s=space.keep_alive_s,
-                                            scale_rate=space.scale_rate)  # type: ignore[arg-type]
+                                            scale_rate=space.scale_rate)
                 idx = _smallest_feasible(mems, make, ev)
                 if idx is None:
                     continue
@@ -230,7 +230,7 @@ def recommend(profile: Profile, arrivals: Any, objective: Objective, space: Sear
                     common = {"price_entry": entry, "max_batch_size": batch,
                               "max_wait_ms": space.max_wait_ms if batch > 1 else 0.0}
                     if kind == "server":
-                        return ServerConfig(instances=k, device=space.server_device, **common)  # type: ignore[arg-type]
+                        return ServerConfig(instances=k, device=space.server_device, **common)
                     return ManagedConfig(min_instances=k, max_instances=max(k, space.max_instances), **common,
                                          **space.managed_params)
                 _smallest_feasible(counts, make_pool, ev)

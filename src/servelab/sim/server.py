@@ -1,10 +1,11 @@
 """An always-on server pool (the study's self-rented CPU or GPU servers).
 
 ``instances`` machines, each running ``slots`` workers, all loaded before the run, behind one
-FIFO queue; no scaling. Batching follows the shared :func:`~servelab.platform.policies.decide_batch`
+FIFO queue; no scaling. Batching follows the shared :func:`~servelab.core.policies.decide_batch`
 policy and a batch's time comes from the profile's throughput curve (execution time per batch
 size, per device). Past its capacity a server's queue — and latency — grows without bound until
-requests hit ``max_queue_wait_s`` or the client's timeout. The engine is :mod:`servelab.sim.pool`.
+requests hit ``max_queue_wait_s`` or the client's timeout.
+The behaviour is the core's (:mod:`servelab.core`), driven by :mod:`servelab.sim.engine`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from servelab.sim.pool import PoolSpec
+from servelab.core import CoreConfig
+from servelab.sim.engine import EngineSpec
 from servelab.sim.profile import Device
 
 
@@ -34,7 +36,9 @@ class ServerConfig(BaseModel):
     timeout_s: float = Field(60.0, gt=0)
     client_timeout_s: float = Field(30.0, gt=0)
 
-    def pool(self) -> PoolSpec:
-        return PoolSpec(instances=self.instances, slots=self.slots, memory_mb=self.memory_mb, device=self.device,
-                        max_batch_size=self.max_batch_size, max_wait_s=self.max_wait_ms / 1000.0,
-                        max_queue=self.max_queue, max_queue_wait_s=self.max_queue_wait_s, timeout_s=self.timeout_s)
+    def engine_spec(self) -> EngineSpec:
+        core = CoreConfig(scaling="fixed", max_instances=self.instances, min_instances=self.instances,
+                          slots=self.slots, admission="queue", max_queue=self.max_queue,
+                          max_queue_wait_s=self.max_queue_wait_s, max_batch_size=self.max_batch_size,
+                          max_wait_s=self.max_wait_ms / 1000.0)
+        return EngineSpec(core=core, memory_mb=self.memory_mb, device=self.device, timeout_s=self.timeout_s)

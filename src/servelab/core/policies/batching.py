@@ -23,8 +23,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from servelab.core.policies.keepalive import EPSILON_S
 from servelab.errors import ConfigError
-from servelab.platform.policies.keepalive import EPSILON_S
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,10 @@
 """The platform's decisions as pure functions: keep-alive, admission, batching, scaling.
 
 Each takes plain numbers (and ``now_s`` from the caller's clock) and returns a decision, so
-the real platform and the discrete-event simulator share them. See docs/policies.md.
+the core (driven by the real platform and by the discrete-event simulator) shares them. See docs/policies.md.
 """
 
-from servelab.platform.policies.admission import (
+from servelab.core.policies.admission import (
     ADMISSION_MODES,
     AdmissionAction,
     AdmissionMode,
@@ -12,7 +12,7 @@ from servelab.platform.policies.admission import (
     admit,
     queue_timed_out,
 )
-from servelab.platform.policies.autoscale import (
+from servelab.core.policies.autoscale import (
     SCALING_KINDS,
     LoadAverager,
     ScaleDecision,
@@ -21,8 +21,8 @@ from servelab.platform.policies.autoscale import (
     desired_instances,
     target_tracking,
 )
-from servelab.platform.policies.batching import BatchDecision, decide_batch
-from servelab.platform.policies.keepalive import (
+from servelab.core.policies.batching import BatchDecision, decide_batch
+from servelab.core.policies.keepalive import (
     EPSILON_S,
     KEEPALIVE,
     FixedKeepAlive,
@@ -32,15 +32,18 @@ from servelab.platform.policies.keepalive import (
     KeepAliveDecision,
     KeepAliveKind,
     KeepAlivePolicy,
+    keepalive_from,
     make_keepalive,
     prewarm_at_s,
     should_reclaim,
 )
+from servelab.core.policies.scalerate import SCALE_RATE_KINDS, ScaleRateKind, ScaleRateLimit
 
 __all__ = [
     "ADMISSION_MODES",
     "EPSILON_S",
     "KEEPALIVE",
+    "SCALE_RATE_KINDS",
     "SCALING_KINDS",
     "AdmissionAction",
     "AdmissionMode",
@@ -55,11 +58,14 @@ __all__ = [
     "KeepAlivePolicy",
     "LoadAverager",
     "ScaleDecision",
+    "ScaleRateKind",
+    "ScaleRateLimit",
     "ScalingKind",
     "TargetTracking",
     "admit",
     "decide_batch",
     "desired_instances",
+    "keepalive_from",
     "make_keepalive",
     "prewarm_at_s",
     "queue_timed_out",

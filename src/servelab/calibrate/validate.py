@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from servelab.calibrate.realrun import Deployer, drive
 from servelab.sim.profile import Profile
-from servelab.sim.realrun import Deployer, drive
 from servelab.sim.serverless import ServerlessConfig
 from servelab.sim.simulation import price_records, simulate
 

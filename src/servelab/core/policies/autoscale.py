@@ -3,7 +3,7 @@
 Two kinds, chosen per function:
 
 - ``per-request`` — the serverless way (AWS Lambda, Cloud Functions): no autoscaler at all.
-  :func:`~servelab.platform.policies.admission.admit` starts an instance whenever a request
+  :func:`~servelab.core.policies.admission.admit` starts an instance whenever a request
   finds none free, up to ``max_concurrency``; idle ones leave after the keep-alive.
 - ``target-tracking`` — the managed-endpoint way (SageMaker real-time, Vertex AI, AI Platform):
   requests never start instances. Every metric period the autoscaler reads the mean load

@@ -1,5 +1,5 @@
-"""Runs on the real local platform, for profiling (:mod:`~servelab.sim.measure`) and validation
-(:mod:`~servelab.sim.validate`): start the platform on loopback, deploy a function that matches
+"""Runs on the real local platform, for profiling (:mod:`~servelab.calibrate.measure`) and validation
+(:mod:`~servelab.calibrate.validate`): start the platform on loopback, deploy a function that matches
 a :class:`~servelab.sim.serverless.ServerlessConfig`, drive it with servelab's open-loop load
 generator, and read back its records.
 

@@ -29,8 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+from servelab.core.policies.keepalive import EPSILON_S
 from servelab.errors import ConfigError, PlatformError
-from servelab.platform.policies.keepalive import EPSILON_S
 
 AdmissionMode = Literal["throttle", "queue"]
 AdmissionAction = Literal["dispatch", "start", "queue", "throttle"]

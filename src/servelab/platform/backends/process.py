@@ -1,25 +1,18 @@
-"""One function instance: a process that holds the model, and its explicit lifecycle.
+"""An instance that is a local process: its socket, its pid, its signals and its cgroup.
 
-    starting ──ready──► idle ◄──► busy
-        │                 │         │
-        └─init error──► dead ◄──────┘  (crash, out of memory, timeout kill, reclaim)
-
-``kind`` records how it was started: ``cold`` (a request asked for it) or ``prewarmed``
-(provisioned concurrency or the keep-alive policy's pre-warm). Failures are classed by blame:
-the platform's (:class:`InstanceCrashedError`, :class:`OutOfMemoryError`) or the function's
-(an error payload with ``ok: false``).
+Created by :class:`~servelab.platform.backends.local.LocalProcessBackend`; the lifecycle and the
+failure classes are :mod:`servelab.platform.backends.base`'s. Limits are applied before any of
+the function's code runs (the fork server or ``preexec_fn`` joins the cgroup).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-import os
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING
 
 from servelab.errors import (
     FunctionTimeoutError,
@@ -27,78 +20,46 @@ from servelab.errors import (
     OutOfMemoryError,
     PlatformError,
 )
-from servelab.platform.backend import InstanceBackend, ProcessHandle, StartMode
+from servelab.platform.backends.base import BatchOutcome, InitError, InitTimings, Instance
 from servelab.platform.ipc import ConnectionClosed, encode_frame, read_frame
 from servelab.platform.limits import InstanceLimits
 
-InstanceState = Literal["starting", "idle", "busy", "dead"]
-InstanceKind = Literal["cold", "prewarmed"]
-_ids = itertools.count(1)
-
-
-class InitError(PlatformError):
-    """The function's code or model failed to load (Lambda: Runtime.ImportModuleError & co)."""
+if TYPE_CHECKING:
+    from servelab.platform.backends.local import LocalProcessBackend, ProcessHandle
 
 
 @dataclass
-class InitTimings:
-    """Cold-start parts, in ms: process start, imports, model fetch, model load; total is the sum
-    plus the glue between them (sending the init message, the ready reply)."""
+class ProcessInstance(Instance):
+    launcher: LocalProcessBackend | None = None
+    limits: InstanceLimits | None = None
+    handle: ProcessHandle | None = field(default=None, repr=False)
 
-    process_ms: float = 0.0
-    import_ms: float = 0.0
-    fetch_ms: float = 0.0
-    load_ms: float = 0.0
-    total_ms: float = 0.0
+    @property
+    def exited(self) -> bool:
+        """The process is known to have gone (killed, crashed, OOM-killed)."""
+        return self.state == "dead" or (self.handle is not None and self.handle.exited.done())
 
-
-@dataclass
-class BatchOutcome:
-    results: list[dict[str, Any]]  # per request: ok, size, log
-    payloads: list[bytes]
-    duration_ms: float
-    inference_ms: float | None
-    max_rss_mb: float
-
-
-@dataclass
-class Instance:
-    function: str
-    kind: InstanceKind
-    provisioned: bool
-    mode: StartMode
-    memory_mb: int
-    limits: InstanceLimits | None
-    id: str = field(default_factory=lambda: f"i{os.getpid() % 10000:04d}-{next(_ids):06d}")
-    state: InstanceState = "starting"
-    handle: ProcessHandle | None = None
-    created_s: float = field(default_factory=time.monotonic)
-    ready_s: float | None = None
-    idle_since_s: float | None = None
-    served: int = 0
-    init: InitTimings = field(default_factory=InitTimings)
-    max_rss_mb: float = 0.0
-    stop_reason: str = ""
-
-    async def start(self, backend: InstanceBackend, init_msg: dict[str, Any], *, timeout_s: float) -> None:
+    async def start(self, *, timeout_s: float) -> None:
         """Launch the process, send it the init message, wait for ``ready``."""
+        assert self.launcher is not None
         if self.limits is not None:
             self.limits.create()
-        self.handle = await backend.launch(self.mode, self.limits)
+        self.handle = await self.launcher.launch(self.mode, self.limits)
         h = self.handle
-        h.writer.write(encode_frame({**init_msg, "instance_id": self.id}))
+        self.pid = h.pid
+        h.writer.write(encode_frame({**self.spec.init, "instance_id": self.id}))
         try:
             header, _ = await asyncio.wait_for(read_frame(h.reader), timeout=timeout_s)
         except TimeoutError:
             await self.kill("init timed out")
-            raise InitError(f"instance init timed out after {timeout_s:.1f} s", function=self.function,
+            raise InitError(f"instance init timed out after {timeout_s:.1f} s", function=self.spec.function,
                             instance_id=self.id) from None
         except ConnectionClosed:
             err = await self._exit_error("during init")
             raise err from None
         if header.get("type") == "init_error":
             await self.kill("init error")
-            raise InitError(f"{header.get('errorType')}: {header.get('error')}", function=self.function,
+            raise InitError(f"{header.get('errorType')}: {header.get('error')}", function=self.spec.function,
                             instance_id=self.id)
         now = time.monotonic()
         m = header["marks"]
@@ -127,7 +88,7 @@ class Instance:
         except TimeoutError:
             await self.kill("timeout")
             raise FunctionTimeoutError(f"Task timed out after {timeout_s:.2f} seconds",
-                                       function=self.function, instance_id=self.id) from None
+                                       function=self.spec.function, instance_id=self.id) from None
         except ConnectionClosed:
             raise await self._exit_error("while executing") from None
         payloads, off = [], 0
@@ -157,8 +118,8 @@ class Instance:
         await self.kill("exited")
         if oom:
             self.stop_reason = "out of memory"
-            return OutOfMemoryError(f"Runtime exited: out of memory, limit {self.memory_mb} MB ({when})",
-                                    function=self.function, instance_id=self.id)
+            return OutOfMemoryError(f"Runtime exited: out of memory, limit {self.spec.memory_mb} MB ({when})",
+                                    function=self.spec.function, instance_id=self.id)
         if code is not None and code < 0:
             try:
                 name = signal.Signals(-code).name
@@ -170,7 +131,7 @@ class Instance:
         else:
             why = "Runtime exited without providing a reason"
         self.stop_reason = why
-        return InstanceCrashedError(f"{why} ({when})", function=self.function, instance_id=self.id)
+        return InstanceCrashedError(f"{why} ({when})", function=self.spec.function, instance_id=self.id)
 
     async def stop(self, reason: str) -> None:
         """Graceful: ask it to exit, give it a moment, then kill. Idempotent."""
@@ -193,12 +154,3 @@ class Instance:
         if self.limits is not None:
             with contextlib.suppress(Exception):
                 self.limits.destroy()
-
-    def view(self, now_s: float) -> dict[str, Any]:
-        """What the API and the dashboard show."""
-        return {"id": self.id, "state": self.state, "kind": self.kind, "provisioned": self.provisioned,
-                "pid": self.handle.pid if self.handle else None, "served": self.served,
-                "age_s": round(now_s - self.created_s, 3),
-                "idle_s": round(now_s - self.idle_since_s, 3) if self.state == "idle" and self.idle_since_s
-                else None,
-                "init_ms": round(self.init.total_ms, 2), "max_rss_mb": round(self.max_rss_mb, 1)}

@@ -1,6 +1,6 @@
 """The dated price catalog: what each cloud charges, as data, with where each figure comes from.
 
-Prices change; code should not. The shipped catalogs live in ``servelab/analysis/prices/`` as
+Prices change; code should not. The shipped catalogs live in ``servelab/billing/prices/`` as
 dated YAML files (``2026-11.yaml`` …); :func:`load_catalog` reads the newest one and lays any
 user files over it, entry by entry (same ``id`` → the user's entry replaces the shipped one).
 Library code never reads the environment: the CLI turns ``$SERVELAB_PRICES`` into paths.
@@ -39,7 +39,7 @@ from servelab.errors import ConfigError
 PricingModel = Literal["serverless", "instance_hour"]
 
 _ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,127}$"
-_SHIPPED_PACKAGE = "servelab.analysis"
+_SHIPPED_PACKAGE = "servelab.billing"
 _SHIPPED_DIR = "prices"
 
 
@@ -84,6 +84,9 @@ class ServerlessEntry(_EntryBase):
     max_memory_mb: int | None = Field(default=None, gt=0)
     tiers: tuple[Tier, ...] = ()
     provisioned: Provisioned | None = None
+    # From this date the INIT phase of environments started on demand is billed as duration
+    # (servelab.billing.rules.init_billed); None: init is never billed.
+    init_billed_from: dt.date | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ServerlessEntry:
@@ -186,7 +189,7 @@ def shipped_catalogs() -> list[str]:
     return sorted(p.name.removesuffix(".yaml") for p in root.iterdir() if p.name.endswith(".yaml"))
 
 
-def load_catalog(*extra_paths: str | os.PathLike, shipped: str | None = None) -> Catalog:
+def load_catalog(*extra_paths: str | os.PathLike[str], shipped: str | None = None) -> Catalog:
     """The newest shipped catalog (or the one named ``shipped``), with ``extra_paths`` laid over it.
 
     Later files win: an entry whose ``id`` is already present replaces it whole; a new id is
@@ -199,7 +202,7 @@ def load_catalog(*extra_paths: str | os.PathLike, shipped: str | None = None) ->
     if name not in names:
         raise ConfigError(f"no shipped catalog {name!r}; shipped: {', '.join(names)}")
     ref = importlib.resources.files(_SHIPPED_PACKAGE).joinpath(_SHIPPED_DIR, f"{name}.yaml")
-    layers = [(f"servelab/analysis/prices/{name}.yaml", ref.read_text(encoding="utf-8"))]
+    layers = [(f"servelab/billing/prices/{name}.yaml", ref.read_text(encoding="utf-8"))]
     for p in extra_paths:
         path = Path(p).expanduser()
         try:

@@ -29,21 +29,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from servelab.calibrate.realrun import Deployer, drive, local_platform
 from servelab.errors import PlatformError
 from servelab.sim.profile import INIT_PARTS, ColdStart, Dist, InferenceEntry, Profile
-from servelab.sim.realrun import Deployer, drive, local_platform
 from servelab.sim.serverless import ServerlessConfig
 
 COLD_GAP_S = 0.8  # > the platform's 0.1 s reaper tick + stopping an instance: the next request is cold
 
 
 def _col(table: pa.Table, name: str, where: np.ndarray | None = None) -> np.ndarray:
-    x = pc.cast(table[name], pa.float64()).to_numpy(zero_copy_only=False)
+    x = np.asarray(pc.cast(table[name], pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
     return x if where is None else x[where]
 
 
 def _ok(table: pa.Table) -> np.ndarray:
-    return pc.equal(table["status"], "ok").to_numpy(zero_copy_only=False)
+    return np.asarray(pc.equal(table["status"], "ok").to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def measure_profile(model_path: Path, *, model_name: str | None = None, memory_sizes: tuple[int, ...] = (1769,),

@@ -55,7 +55,8 @@ class KeepAliveDecision:
 class KeepAlivePolicy(Protocol):
     """A keep-alive policy: parameters only; per-function state lives outside it."""
 
-    kind: KeepAliveKind
+    @property
+    def kind(self) -> KeepAliveKind: ...
 
     def initial_state(self) -> Any: ...
 
@@ -304,13 +305,22 @@ def make_keepalive(kind: KeepAliveKind, **params: Any) -> KeepAlivePolicy:
     """Build a policy by name; ConfigError for an unknown kind or parameter, listing the allowed ones."""
     if kind not in KEEPALIVE:
         raise ConfigError(f"unknown keep-alive policy {kind!r}; choose one of: {', '.join(KEEPALIVE)}")
-    cls = KEEPALIVE[kind]
+    cls: Any = KEEPALIVE[kind]
     allowed = [f.name for f in dataclasses.fields(cls) if f.init]
     unknown = sorted(set(params) - set(allowed))
     if unknown:
         raise ConfigError(f"unknown parameter(s) {', '.join(unknown)} for keep-alive policy {kind!r}; "
                           f"allowed: {', '.join(allowed)}")
-    return cls(**params)
+    policy: KeepAlivePolicy = cls(**params)
+    return policy
+
+
+def keepalive_from(kind: KeepAliveKind, keep_alive_s: float, params: dict[str, Any] | None = None) -> KeepAlivePolicy:
+    """The policy a function's settings describe; for ``hybrid``, ``keep_alive_s`` is its fallback."""
+    params = dict(params or {})
+    if kind == "hybrid":
+        return make_keepalive("hybrid", **{"fallback_keep_alive_s": keep_alive_s, **params})
+    return make_keepalive(kind, keep_alive_s=keep_alive_s, **params)
 
 
 def should_reclaim(*, idle_since_s: float, now_s: float, keep_alive_s: float, provisioned: bool,

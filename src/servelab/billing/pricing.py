@@ -1,4 +1,8 @@
-"""What a run would have cost on a given cloud offering, from its request records.
+"""The one pricing function: what a run would have cost on a given cloud offering, from its records.
+
+Every path prices through :func:`price_run` — ``servelab cost run``, the analyzer, the report,
+the executor's summary, the simulator and the recommender — so the same records give the same
+number everywhere. The accounting rules it applies are :mod:`servelab.billing.rules`.
 
 Units: money in USD (``*_usd``), durations of requests in ms, windows in seconds, memory in MB.
 One GB-second is ``memory_mb / 1024`` GB for one second. Every :class:`CostBreakdown` names the
@@ -11,9 +15,16 @@ never ran. Free tiers, volume discounts, data transfer and storage are not model
 
 Serverless (``model: serverless``), for billed requests i::
 
-    billed_ms_i  = max(ceil(duration_ms_i / rounding_ms) * rounding_ms, min_billed_ms)
+    billed_ms_i  = max(ceil(duration_ms_i / rounding_ms) * rounding_ms, min_billed_ms) / batch_size_i
+                   + ceil(init_ms_i / rounding_ms) * rounding_ms   (init: see below)
     requests_usd = n_billed * per_million_requests_usd / 1e6
     compute_usd  = Σ billed_ms_i/1000 * (GB_i * $/GB-s + GHz_i * $/GHz-s + vCPU_i * $/vCPU-s)
+
+A batch is one execution: its rounded duration is shared by its requests. Init is billed once
+per environment: the record of its first request carries ``init_ms`` (cold, or the first of a
+policy-prewarmed environment), and it is billed when the entry's ``init_billed_from`` is on or
+before ``as_of`` (default: the catalog's date — today's rule; ``as_of=STUDY_ERA`` prices the
+study's era, when init was free). ``init_gb_s`` reports the init's share either way.
 
 where a tiered entry (GCF) bills the tier at or above the memory asked for and its CPU. With
 ``provisioned_instances = P`` (Lambda provisioned concurrency) a request runs on provisioned
@@ -33,19 +44,20 @@ scheduled send to last completion). ``per_million_usd = total_usd / billed reque
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from servelab.analysis.catalog import Catalog, InstanceHourEntry, PriceEntry, ServerlessEntry, load_catalog
+from servelab.billing.catalog import Catalog, InstanceHourEntry, PriceEntry, ServerlessEntry, load_catalog
+from servelab.billing.rules import ROUNDING_TOLERANCE as _ROUNDING_TOLERANCE
+from servelab.billing.rules import init_billed
 from servelab.errors import ConfigError
 
-# A duration that is a whole number of rounding units up to float noise (0.12 s * 1000 is
-# 120.00000000000001 ms) must not round up a whole unit: allow one millionth of a unit.
-_ROUNDING_TOLERANCE = 1e-6
 _NEEDED_COLUMNS = ("status", "duration_ms", "billed_ms", "memory_mb", "scheduled_s", "sent_s", "completed_s")
 
 
@@ -64,10 +76,13 @@ class CostBreakdown:
     per_million_usd: float  # NaN when no request was billed
     notes: tuple[str, ...] = ()
     model: str = ""
-    billed_gb_s: float = 0.0  # memory GB × billed seconds, summed over billed requests
+    billed_gb_s: float = 0.0  # memory GB × billed seconds, summed over billed requests (init included when billed)
     window_s: float = 0.0  # billed window of instances / provisioned capacity (0: none billed)
+    init_gb_s: float = 0.0  # the environments' init, in GB-s, whether or not the rule bills it
+    init_billed: bool = False  # whether init_gb_s is part of billed_gb_s and compute_usd
+    as_of: str = ""  # the date whose billing rules were applied
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready: tuples become lists, non-finite floats become None."""
         out = asdict(self)
         out["notes"] = list(self.notes)
@@ -94,6 +109,7 @@ class _Usage:
     weight: float = 1.0  # estimate(): one synthetic request standing for `weight` requests
     synthetic: bool = False  # estimate(): no arrival times, so no per-request provisioned split
     share: np.ndarray | float = 1.0  # 1/batch size: a batch is one execution, each request pays its share
+    init_ms: np.ndarray | None = None  # per request: the init it carries (NaN: none)
 
 
 def billed_ms(duration_ms: np.ndarray, entry: PriceEntry) -> np.ndarray:
@@ -119,19 +135,32 @@ def price_run(
     duration_s: float | None = None,
     instances: int = 1,
     provisioned_instances: int = 0,
+    instance_seconds: float | None = None,
+    as_of: dt.date | None = None,
 ) -> CostBreakdown:
     """Price the records in ``table`` (``servelab.records`` schema) as catalog entry ``entry_id``.
 
     ``memory_mb`` overrides the records' memory size (re-pricing a run at another size keeps its
     measured durations, which a real run at that size would not: a note says so).
     ``duration_s`` overrides the billing window (default: the run's span).
+    ``instance_seconds`` (instance-hour entries): bill the instances' lifetimes summed (a managed
+    endpoint that scaled) instead of ``instances`` × window.
+    ``as_of``: whose billing rules apply (default: the catalog's date).
     """
     catalog = catalog if catalog is not None else load_catalog()
     entry = catalog.get(entry_id)
     _check_counts(catalog, entry, instances, provisioned_instances)
+    if instance_seconds is not None:
+        if not isinstance(entry, InstanceHourEntry):
+            raise ConfigError(f"{entry.id} is billed per request: instance_seconds applies to instance_hour entries")
+        if instance_seconds < 0:
+            raise ConfigError("instance_seconds must not be negative")
+        duration_s, instances = instance_seconds, 1
     usage = _usage_from_table(table, entry, memory_mb=memory_mb, duration_s=duration_s)
+    if instance_seconds is not None:
+        usage.notes.append(f"instances billed for their lifetimes summed: {instance_seconds:.3f} instance-seconds")
     return _price(entry, catalog, usage, n_billed=len(usage.duration_ms), instances=instances,
-                  provisioned_instances=provisioned_instances)
+                  provisioned_instances=provisioned_instances, as_of=as_of)
 
 
 def estimate(
@@ -144,6 +173,7 @@ def estimate(
     duration_s: float | None = None,
     instances: int = 1,
     provisioned_instances: int = 0,
+    as_of: dt.date | None = None,
 ) -> CostBreakdown:
     """What-if: ``requests`` requests of ``duration_ms`` each at ``memory_mb``, priced as ``entry_id``.
 
@@ -173,7 +203,7 @@ def estimate(
                + (f" at {memory_mb} MB" if memory_mb is not None else "")],
     )
     return _price(entry, catalog, usage, n_billed=requests, instances=instances,
-                  provisioned_instances=provisioned_instances)
+                  provisioned_instances=provisioned_instances, as_of=as_of)
 
 
 # ---------------------------------------------------------------------------- internals
@@ -189,7 +219,8 @@ def _check_counts(catalog: Catalog, entry: PriceEntry, instances: int, provision
             raise ConfigError(f"{entry.id} is serverless: 'instances' applies to instance_hour entries "
                               "(for warm capacity use provisioned_instances)")
         if provisioned_instances and entry.provisioned is None:
-            having = [e.id for e in catalog.select(model="serverless") if e.provisioned is not None]
+            having = [e.id for e in catalog.select(model="serverless")
+                      if isinstance(e, ServerlessEntry) and e.provisioned is not None]
             raise ConfigError(f"{entry.id} has no provisioned-concurrency prices; entries with them: "
                               f"{', '.join(having) or 'none'}")
     elif provisioned_instances:
@@ -198,7 +229,7 @@ def _check_counts(catalog: Catalog, entry: PriceEntry, instances: int, provision
 
 
 def _column(table: pa.Table, name: str) -> np.ndarray:
-    return pc.cast(table.column(name), pa.float64()).to_numpy()
+    return np.asarray(pc.cast(table.column(name), pa.float64()).to_numpy(), dtype=np.float64)
 
 
 def _usage_from_table(table: pa.Table, entry: PriceEntry, *, memory_mb: int | None,
@@ -253,6 +284,7 @@ def _usage_from_table(table: pa.Table, entry: PriceEntry, *, memory_mb: int | No
     began = np.where(np.isnan(sent), scheduled[keep], sent)
     end = np.where(np.isnan(completed[keep]), began + dur / 1000.0, completed[keep])
     start = end - np.nan_to_num(dur) / 1000.0
+    init = _column(table, "init_ms")[keep] if "init_ms" in table.column_names else None
     share: np.ndarray | float = 1.0
     if "batch_size" in table.column_names:
         batch = np.nan_to_num(_column(table, "batch_size")[keep], nan=1.0)
@@ -261,7 +293,7 @@ def _usage_from_table(table: pa.Table, entry: PriceEntry, *, memory_mb: int | No
             notes.append(f"{int((batch > 1).sum()):,} request(s) ran in batches: each batch billed as one "
                          "execution (rounded once), shared by its requests")
     return _Usage(duration_ms=dur, memory_mb=mem, start_s=start, window_s=window, notes=notes,
-                  window_measured=duration_s is None, share=share)
+                  window_measured=duration_s is None, share=share, init_ms=init)
 
 
 def _resolve_memory(entry: ServerlessEntry, memory_mb: np.ndarray) -> tuple[np.ndarray, np.ndarray,
@@ -316,6 +348,8 @@ def _ceil_to(x: float, step: float) -> float:
 
 @dataclass
 class _Parts:
+    init_gb_s: float = 0.0
+    init_billed: bool = False
     requests_usd: float = 0.0
     compute_usd: float = 0.0
     provisioned_usd: float = 0.0
@@ -325,7 +359,7 @@ class _Parts:
     notes: list[str] = field(default_factory=list)
 
 
-def _price_serverless(entry: ServerlessEntry, usage: _Usage, n_billed: int, slots: int) -> _Parts:
+def _price_serverless(entry: ServerlessEntry, usage: _Usage, n_billed: int, slots: int, as_of: dt.date) -> _Parts:
     out = _Parts()  # window_s stays 0 unless provisioned capacity is billed for a window
     billed = billed_ms(usage.duration_ms, entry)
     mem, ghz, vcpu, out.notes = _resolve_memory(entry, usage.memory_mb)
@@ -333,6 +367,20 @@ def _price_serverless(entry: ServerlessEntry, usage: _Usage, n_billed: int, slot
                      f"(minimum {entry.min_billed_ms:g} ms)")
     seconds = billed / 1000.0 * usage.share
     gb = mem / 1024.0
+    carried = usage.init_ms is not None and bool(np.isfinite(usage.init_ms).any())
+    if carried:
+        assert usage.init_ms is not None
+        has = np.isfinite(usage.init_ms)
+        r = entry.rounding_ms
+        init_s = np.where(has, np.ceil(np.nan_to_num(usage.init_ms) / r - _ROUNDING_TOLERANCE) * r, 0.0) / 1000.0
+        out.init_gb_s = float(np.sum(init_s * gb)) * usage.weight
+        out.init_billed = init_billed(entry.init_billed_from, as_of)
+        rule = (f"billed since {entry.init_billed_from}" if out.init_billed else
+                f"not billed on {as_of}" + (f" (billed from {entry.init_billed_from})" if entry.init_billed_from
+                                            else f" ({entry.id} does not bill init)"))
+        out.notes.append(f"{int(has.sum()):,} environment init(s), {out.init_gb_s:.3f} GB-s: {rule}")
+        if out.init_billed:
+            seconds = seconds + init_s
     gb_rate = np.full(len(seconds), entry.per_gb_second_usd)
     cpu_rate = ghz * entry.per_ghz_second_usd + vcpu * entry.per_vcpu_second_usd
     if slots:
@@ -377,8 +425,9 @@ def _price_instances(entry: InstanceHourEntry, usage: _Usage, instances: int) ->
 
 
 def _price(entry: PriceEntry, catalog: Catalog, usage: _Usage, *, n_billed: int, instances: int,
-           provisioned_instances: int) -> CostBreakdown:
+           provisioned_instances: int, as_of: dt.date | None = None) -> CostBreakdown:
     origin = catalog.origin(entry.id)
+    as_of = as_of or dt.date.fromisoformat(origin.date)
     notes = [f"prices: {entry.id} from catalog {origin.date} (v{origin.catalog_version}, {origin.path})"]
     if not entry.confirmed:
         notes.append(f"UNCONFIRMED prices in {entry.id}: see its source")
@@ -387,7 +436,7 @@ def _price(entry: PriceEntry, catalog: Catalog, usage: _Usage, *, n_billed: int,
         notes.append(f"window {usage.window_s:.3f} s = first scheduled send to last completion "
                      "(client clock)")
     if isinstance(entry, ServerlessEntry):
-        parts = _price_serverless(entry, usage, n_billed, provisioned_instances)
+        parts = _price_serverless(entry, usage, n_billed, provisioned_instances, as_of)
     else:
         parts = _price_instances(entry, usage, instances)
     notes += parts.notes
@@ -401,4 +450,5 @@ def _price(entry: PriceEntry, catalog: Catalog, usage: _Usage, *, n_billed: int,
         provisioned_usd=parts.provisioned_usd, instance_usd=parts.instance_usd, total_usd=total,
         per_million_usd=total / n_billed * 1e6 if n_billed else math.nan, notes=tuple(notes),
         model=entry.model, billed_gb_s=parts.billed_gb_s, window_s=parts.window_s,
+        init_gb_s=parts.init_gb_s, init_billed=parts.init_billed, as_of=as_of.isoformat(),
     )

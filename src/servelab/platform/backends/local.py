@@ -1,9 +1,9 @@
-"""Where instance processes come from: the one seam between the platform and the OS.
+"""The local backend: each instance is a process on this machine.
 
 :class:`LocalProcessBackend` starts each instance as a local process, either ``spawn`` (a
 fresh interpreter, like a cloud container) or ``fork`` (from a fork server with the runtime
-already imported). A later backend (a Ray cluster, say) implements the same three calls;
-nothing above this module knows an instance is a local process.
+already imported), inside its own cgroup (or rlimits) when limits are on. Pids, signals and
+cgroups live here and in :mod:`~servelab.platform.backends.process`, nowhere above.
 """
 
 from __future__ import annotations
@@ -18,12 +18,11 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any
 
-from servelab.platform.limits import InstanceLimits
-
-StartMode = Literal["spawn", "fork"]
-START_MODES: tuple[StartMode, ...] = ("spawn", "fork")
+from servelab.platform.backends.base import START_MODES, InstanceSpec, StartMode
+from servelab.platform.backends.process import ProcessInstance
+from servelab.platform.limits import InstanceLimits, LimitsInfo, ResourceLimits
 
 
 @dataclass
@@ -35,16 +34,11 @@ class ProcessHandle:
     writer: asyncio.StreamWriter
     exited: asyncio.Future[int]
     launched_s: float  # monotonic, just before the process was asked for
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGKILL)
-
-
-class InstanceBackend(Protocol):
-    async def launch(self, mode: StartMode, limits: InstanceLimits | None) -> ProcessHandle: ...
-    async def close(self) -> None: ...
 
 
 class _ForkServer:
@@ -54,11 +48,11 @@ class _ForkServer:
         self.preload = preload
         self.proc: asyncio.subprocess.Process | None = None
         self.ctrl: socket.socket | None = None
-        self._pending: dict[int, asyncio.Future[dict]] = {}
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._exits: dict[int, asyncio.Future[int]] = {}
         self._tokens = itertools.count(1)
-        self._reader: asyncio.Task | None = None
-        self._ready: asyncio.Future[dict] | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._ready: asyncio.Future[dict[str, Any]] | None = None
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
@@ -83,24 +77,25 @@ class _ForkServer:
             except OSError:
                 data = b""
             if not data:
-                for fut in [*self._pending.values(), *self._exits.values()]:
-                    if not fut.done():
-                        fut.set_exception(ConnectionError("the fork server exited"))
+                waiting: list[asyncio.Future[Any]] = [*self._pending.values(), *self._exits.values()]
+                for f in waiting:
+                    if not f.done():
+                        f.set_exception(ConnectionError("the fork server exited"))
                 return
             msg = json.loads(data)
             kind = msg.get("type")
             if kind == "ready" and self._ready and not self._ready.done():
                 self._ready.set_result(msg)
             elif kind == "forked":
-                fut = self._pending.pop(msg["token"], None)
-                if fut and not fut.done():
-                    fut.set_result(msg)
+                forked = self._pending.pop(msg["token"], None)
+                if forked and not forked.done():
+                    forked.set_result(msg)
             elif kind == "exit":
-                fut = self._exits.setdefault(msg["pid"], loop.create_future())
-                if not fut.done():
-                    fut.set_result(int(msg["code"]))
+                exited = self._exits.setdefault(msg["pid"], loop.create_future())
+                if not exited.done():
+                    exited.set_result(int(msg["code"]))
 
-    async def fork(self, child_sock: socket.socket, limits: dict | None) -> tuple[int, asyncio.Future[int]]:
+    async def fork(self, child_sock: socket.socket, limits: dict[str, Any] | None) -> tuple[int, asyncio.Future[int]]:
         loop = asyncio.get_running_loop()
         assert self.ctrl is not None
         async with self._lock:
@@ -131,10 +126,18 @@ class _ForkServer:
 class LocalProcessBackend:
     """Instances as local processes, with limits applied before any of their code runs."""
 
-    def __init__(self, *, preload: list[str] | None = None) -> None:
+    def __init__(self, *, preload: list[str] | None = None, limits_info: LimitsInfo | None = None) -> None:
         self.preload = preload or ["onnxruntime"]
+        self.limits_info = limits_info
         self._forkserver: _ForkServer | None = None
         self._fs_lock = asyncio.Lock()
+
+    def create(self, spec: InstanceSpec) -> ProcessInstance:
+        inst = ProcessInstance(spec=spec, launcher=self)
+        if self.limits_info is not None:
+            inst.limits = InstanceLimits(f"{spec.function}-{inst.id}", ResourceLimits.for_memory(spec.memory_mb),
+                                         self.limits_info)
+        return inst
 
     async def _get_forkserver(self) -> _ForkServer:
         async with self._fs_lock:

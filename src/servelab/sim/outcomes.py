@@ -1,33 +1,27 @@
-"""The simulator's core: a heap-based event loop on a virtual clock, and per-request outcomes.
+"""What happened to each simulated request and instance, as preallocated plain lists.
 
-The loop merges two sources of events in time order: the workload's arrival array (already
-sorted, never copied into the heap) and a heap of ``(time_s, seq, code, arg)`` entries that the
-models push (an instance becomes ready, a batch completes, a timer fires). ``seq`` breaks ties
-in push order, so a run is deterministic. At equal times heap events run before arrivals: a
-request arriving exactly when an instance frees up finds it free.
-
-Per-event work is kept tiny on purpose (the serverless model simulates > 1 M requests per second
-of wall time): models keep state in plain lists and ints, and write each request's outcome into
-:class:`Outcomes` (preallocated Python lists); the record table is built once, vectorised, at
-the end (:mod:`servelab.sim.records`).
+The engine (:mod:`servelab.sim.engine`) writes each request's outcome into :class:`Outcomes`
+while it runs; the record table is built once, vectorised, at the end
+(:mod:`servelab.sim.output`).
 
 Times are seconds (``*_s``) on the simulation clock (0 = the run's start); durations in ms.
 """
 
 from __future__ import annotations
 
-import heapq
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from servelab.sim.profile import Dist
 
-# status codes (index into servelab.records.STATUSES order) and start kinds
+# status codes (index into servelab.records.STATUSES order), request start kinds (index into
+# servelab.billing.rules.START_KINDS) and instance kinds (index into INSTANCE_KINDS)
 OK, ERROR, THROTTLED, TIMEOUT = 0, 1, 2, 3
 WARM, PREWARMED, COLD = 0, 1, 2
+ON_DEMAND, PREWARMED_INSTANCE, PROVISIONED = 0, 1, 2
 NAN = math.nan
 
 
@@ -68,8 +62,8 @@ class Outcomes:
     inst_ready_s: list[float] = field(default_factory=list)
     inst_end_s: list[float] = field(default_factory=list)  # reclaimed / removed (inf: alive at the end)
     inst_init_ms: list[float] = field(default_factory=list)
-    inst_kind: list[int] = field(default_factory=list)  # COLD or PREWARMED (how it was started)
-    inst_provisioned: list[bool] = field(default_factory=list)
+    inst_kind: list[int] = field(default_factory=list)  # ON_DEMAND, PREWARMED_INSTANCE or PROVISIONED
+    inst_end_reason: dict[int, str] = field(default_factory=dict)  # instance -> why it ended
 
     def __post_init__(self) -> None:
         n = self.n
@@ -81,14 +75,12 @@ class Outcomes:
         self.duration_ms = [NAN] * n
         self.kind = [WARM] * n
 
-    def new_instance(self, *, start_s: float, ready_s: float, init_ms: float, kind: int,
-                     provisioned: bool = False) -> int:
+    def new_instance(self, *, start_s: float, ready_s: float, init_ms: float, kind: int) -> int:
         self.inst_start_s.append(start_s)
         self.inst_ready_s.append(ready_s)
         self.inst_end_s.append(math.inf)
         self.inst_init_ms.append(init_ms)
         self.inst_kind.append(kind)
-        self.inst_provisioned.append(provisioned)
         return len(self.inst_ready_s) - 1
 
     @property
@@ -100,51 +92,3 @@ class Outcomes:
         start = np.asarray(self.inst_start_s)
         end = np.minimum(np.asarray(self.inst_end_s), end_s)
         return float(np.sum(np.maximum(0.0, end - start)))
-
-
-Handler = Callable[[float, object], None]
-
-
-class EventLoop:
-    """A heap of timed events merged with a sorted array of arrivals.
-
-    ``at(time_s, handler, arg)`` schedules ``handler(time_s, arg)``; ``run(times, on_arrival)``
-    calls ``on_arrival(index, time_s)`` for each arrival in order, interleaved with the heap's
-    events, until both are exhausted. A model that must stop (say, periodic ticks) simply
-    stops rescheduling.
-    """
-
-    __slots__ = ("_heap", "_seq", "next_arrival", "now_s")
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Handler, object]] = []
-        self._seq = 0
-        self.now_s = 0.0
-        self.next_arrival = 0  # index of the next arrival not yet delivered
-
-    def at(self, time_s: float, handler: Handler, arg: object = None) -> None:
-        self._seq += 1
-        heapq.heappush(self._heap, (time_s, self._seq, handler, arg))
-
-    def run(self, times: list[float], on_arrival: Callable[[int, float], None]) -> None:
-        heap = self._heap
-        pop = heapq.heappop
-        n = len(times)
-        i = 0
-        while True:
-            if heap and (i >= n or heap[0][0] <= times[i]):
-                t, _, handler, arg = pop(heap)
-                self.now_s = t
-                handler(t, arg)
-            elif i < n:
-                t = times[i]
-                self.now_s = t
-                i += 1
-                self.next_arrival = i
-                on_arrival(i - 1, t)
-            else:
-                return
-
-    @property
-    def pending_events(self) -> int:
-        return len(self._heap)
