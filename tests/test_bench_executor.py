@@ -167,7 +167,7 @@ def test_provisioned_runs_start_warm_and_unprovisioned_runs_start_cold(tmp_path:
     cfg = json.loads((tmp_path / "out" / "runs" / plan.runs[2].run_id / "config.json").read_text())
     assert any("target-tracking" in n for n in cfg["target"]["notes"])
     env = cfg["target"]["deployed"]["Environment"]["Variables"]
-    assert env["SERVELAB_SCALING"] == "target-tracking"
+    assert json.loads(env["SERVELAB_SCALING_PARAMS"])["kind"] == "target-tracking"
     assert json.loads(env["SERVELAB_SCALING_PARAMS"])["target_utilisation"] == 0.7
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import os
 import shutil
 import signal
@@ -50,6 +49,7 @@ from servelab.bench.spec import (
 )
 from servelab.errors import FunctionNotFoundError, PlatformError
 from servelab.loadgen.targets import TargetSpec
+from servelab.platform.functions import servelab_vars
 
 PLATFORM_READY_TIMEOUT_S = 60.0
 PROVISIONED_READY_TIMEOUT_S = 120.0
@@ -281,18 +281,14 @@ class _PlatformTarget(BenchTarget):
         self._delete(fn)  # from a cold state: no instance of an earlier deployment survives
         shape = self.shape(run)
         ref = self._push_model(model_path)
-        variables = {
-            "SERVELAB_MODEL": ref, "SERVELAB_RUNTIME": run.runtime or "onnxruntime",
-            "SERVELAB_BATCH_SIZE": str(run.batch_size or 1),
-            "SERVELAB_BATCH_WAIT_MS": str(self.spec.batch_wait_ms),
-            "SERVELAB_START_MODE": self.spec.start_mode,
-            "SERVELAB_MAX_CONCURRENCY": str(shape["max_concurrency"]),
-            "SERVELAB_ADMISSION": shape["admission"], "SERVELAB_MAX_QUEUE": str(shape["max_queue"]),
-            "SERVELAB_MAX_QUEUE_WAIT_S": str(shape.get("max_queue_wait_s", run.timeout_s)),
-            "SERVELAB_KEEP_ALIVE_S": str(shape["keep_alive_s"]),
-            "SERVELAB_KEEP_ALIVE_POLICY": shape.get("keep_alive_policy", "fixed"),
-            **self.extra_env(run),
-        }
+        variables = {**servelab_vars({
+            "model": ref, "runtime": run.runtime or "onnxruntime", "batching.max_batch_size": run.batch_size or 1,
+            "batching.max_wait_ms": self.spec.batch_wait_ms, "start_mode": self.spec.start_mode,
+            "max_concurrency": shape["max_concurrency"], "admission": shape["admission"],
+            "max_queue": shape["max_queue"], "max_queue_wait_s": shape.get("max_queue_wait_s", run.timeout_s),
+            "keep_alive.keep_alive_s": shape["keep_alive_s"],
+            "keep_alive.kind": shape.get("keep_alive_policy", "fixed"),
+        }), **self.extra_env(run)}
         body = {"FunctionName": fn, "Role": "servelab-bench", "MemorySize": run.memory_mb or 1769,
                 "Timeout": self.spec.function_timeout_s, "Handler": "servelab.model",
                 "Description": f"servelab bench run {run.run_id}", "Environment": {"Variables": variables}}
@@ -399,7 +395,7 @@ class GpuServerTarget(ServerTarget):
         return None
 
     def extra_env(self, run: PlannedRun) -> dict[str, str]:
-        return {DEVICE_ENV: "cuda"}
+        return servelab_vars({"device": "cuda"})
 
     def notes(self, run: PlannedRun) -> list[str]:
         return [*super().notes(run), "instances run the model on the first NVIDIA GPU (device cuda: "
@@ -431,8 +427,8 @@ class ManagedTarget(_PlatformTarget):
                   "scale_out_delay_s": s.scale_out_delay_s, "scale_out_cooldown_s": s.scale_out_cooldown_s,
                   "scale_in_cooldown_s": s.scale_in_idle_s}
         # the minimum instance count is set at create time: target-tracking refuses a function without one
-        return {"SERVELAB_SCALING": "target-tracking", "SERVELAB_SCALING_PARAMS": json.dumps(params),
-                "SERVELAB_PROVISIONED": str(max(1, s.min_instances))}
+        return servelab_vars({"scaling": {"kind": "target-tracking", **params},
+                              "provisioned": max(1, s.min_instances)})
 
     def notes(self, run: PlannedRun) -> list[str]:
         s = self.spec

@@ -57,18 +57,16 @@ class Deployer:
         """(Re)create ``fn`` from a cold state with ``cfg``'s settings; wait for provisioned ones."""
         with contextlib.suppress(FunctionNotFoundError):
             self.client.delete(fn)
-        variables = {
-            "SERVELAB_MODEL": self.ref, "SERVELAB_RUNTIME": self.runtime, "SERVELAB_START_MODE": self.start_mode,
-            "SERVELAB_BATCH_SIZE": str(cfg.max_batch_size), "SERVELAB_BATCH_WAIT_MS": str(cfg.max_wait_ms),
-            "SERVELAB_MAX_CONCURRENCY": str(cfg.max_concurrency), "SERVELAB_ADMISSION": cfg.admission,
-            "SERVELAB_MAX_QUEUE": str(cfg.max_queue), "SERVELAB_MAX_QUEUE_WAIT_S": str(cfg.max_queue_wait_s),
-            "SERVELAB_KEEP_ALIVE_POLICY": cfg.keep_alive, "SERVELAB_KEEP_ALIVE_S": str(cfg.keep_alive_s),
-            "SERVELAB_BILLING_ROUNDING_MS": str(cfg.billing_rounding_ms),
-        }
-        if cfg.keep_alive_params:
-            import json
+        from servelab.platform.functions import servelab_vars
 
-            variables["SERVELAB_KEEP_ALIVE_PARAMS"] = json.dumps(cfg.keep_alive_params)
+        variables = servelab_vars({
+            "model": self.ref, "runtime": self.runtime, "start_mode": self.start_mode,
+            "batching.max_batch_size": cfg.max_batch_size, "batching.max_wait_ms": cfg.max_wait_ms,
+            "max_concurrency": cfg.max_concurrency, "admission": cfg.admission, "max_queue": cfg.max_queue,
+            "max_queue_wait_s": cfg.max_queue_wait_s, "keep_alive.kind": cfg.keep_alive,
+            "keep_alive.keep_alive_s": cfg.keep_alive_s, "billing_rounding_ms": cfg.billing_rounding_ms,
+            "keep_alive.params": dict(cfg.keep_alive_params) or None,
+        })
         self.client.create({"FunctionName": fn, "Role": "servelab-sim", "MemorySize": cfg.memory_mb,
                             "Timeout": int(cfg.timeout_s), "Handler": "servelab.model",
                             "Environment": {"Variables": variables}})

@@ -1,7 +1,9 @@
 """What the core asks its driver to do, as data: the core's output.
 
 The driver carries each action out with real processes (the platform) or on its event heap (the
-simulator) and reports back with events. Times are seconds on the driver's clock.
+simulator) and reports back with events. Actions are values: nobody changes one once the core has
+returned it (they are not frozen only because frozen dataclasses cost three times as much to build,
+and the simulator builds one per request). Times are seconds on the driver's clock.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from servelab.billing.rules import InstanceKind, StartKind
 from servelab.core.events import TimerTag
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StartInstance:
     """Start an environment; report :class:`~servelab.core.events.Ready` or ``InitFailed``."""
 
@@ -20,7 +22,7 @@ class StartInstance:
     kind: InstanceKind
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Dispatch:
     """Run ``requests`` (oldest first) as one batch on ``instance``; ``kinds`` is each request's
     start kind (:func:`servelab.billing.rules.batch_kinds`). Report ``Finished`` when it ends."""
@@ -30,7 +32,7 @@ class Dispatch:
     kinds: tuple[StartKind, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Throttle:
     """Refuse a request (HTTP 429); ``reason`` is the message to send."""
 
@@ -38,7 +40,7 @@ class Throttle:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FailRequests:
     """Fail waiting requests that no instance will serve (every start failed)."""
 
@@ -46,7 +48,7 @@ class FailRequests:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StopInstance:
     """Reclaim an idle instance (it runs nothing)."""
 
@@ -54,7 +56,7 @@ class StopInstance:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SetTimer:
     """Deliver ``TimerFired(tag, arg)`` at ``at_s``."""
 

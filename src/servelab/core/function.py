@@ -28,7 +28,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
-from servelab.billing.rules import InstanceKind, batch_kinds
+from servelab.billing.rules import InstanceKind, StartKind, batch_kinds
 from servelab.core.actions import (
     Action,
     Dispatch,
@@ -68,6 +68,7 @@ from servelab.core.policies import (
 
 Phase = Literal["starting", "idle", "busy", "gone"]
 THROTTLE_REASON = "Rate Exceeded."
+_WARM_ONE: tuple[StartKind, ...] = ("warm",)
 
 
 @dataclass(slots=True)
@@ -120,6 +121,7 @@ class FunctionCore:
         self.arrived_s: dict[int, float] = {}  # admitted and not yet finished
         self.starting = 0
         self.alive = 0  # instances not gone (starting, idle or busy)
+        self.provisioned_alive = 0
         self.busy_slots = 0
         self.running = 0  # requests executing now
         self.counters = Counters()
@@ -249,12 +251,14 @@ class FunctionCore:
             inst.free_slots -= 1
             inst.busy_slots += 1
             batch = (waiting.popleft(),) if take == 1 else tuple(waiting.popleft() for _ in range(take))
-            kinds = batch_kinds(inst.kind, inst.batches == 0, take)
             if inst.batches == 0:
+                kinds = batch_kinds(inst.kind, True, take)
                 if kinds[0] == "cold":
                     self.counters.cold += 1
                 else:
                     self.counters.prewarmed += 1
+            else:
+                kinds = _WARM_ONE if take == 1 else batch_kinds(inst.kind, False, take)
             inst.batches += 1
             self.busy_slots += 1
             self.running += take
@@ -312,6 +316,8 @@ class FunctionCore:
         self.instances[k] = InstanceState(id=k, kind=kind, started_s=now_s)
         self.starting += 1
         self.alive += 1
+        if kind == "provisioned":
+            self.provisioned_alive += 1
         self.counters.starts[kind] += 1
         acts.append(StartInstance(k, kind))
 
@@ -370,6 +376,8 @@ class FunctionCore:
             inst.free_slots = 0
         inst.gone = True
         self.alive -= 1
+        if inst.kind == "provisioned":
+            self.provisioned_alive -= 1
         del self.instances[inst.id]
 
     def _ensure_capacity(self, now_s: float, acts: list[Action]) -> None:
@@ -429,15 +437,23 @@ class FunctionCore:
         if not self._ka_static:
             self.ka_decision = self._ka.decide(self._ka_state)
         keep_s = self.ka_decision.keep_alive_s
-        for k in list(dict.fromkeys(self.free)):  # least recently freed first
+        reclaim: list[InstanceState] = []
+        seen: set[int] = set()
+        for k in self.free:  # least recently freed first: stop at the first that stays
+            if k in seen:
+                continue
+            seen.add(k)
             inst = self.instances[k]
             if inst.busy_slots or inst.kind == "provisioned":
                 continue
-            if should_reclaim(idle_since_s=inst.idle_since_s if inst.idle_since_s is not None else now_s,
-                              now_s=now_s, keep_alive_s=keep_s, provisioned=False, busy=False):
-                self._remove(inst)
-                self.counters.reclaimed += 1
-                acts.append(StopInstance(k, "keep-alive expired"))
+            if not should_reclaim(idle_since_s=inst.idle_since_s if inst.idle_since_s is not None else now_s,
+                                  now_s=now_s, keep_alive_s=keep_s, provisioned=False, busy=False):
+                break  # every instance after it was freed later, so it stays too
+            reclaim.append(inst)
+        for inst in reclaim:
+            self._remove(inst)
+            self.counters.reclaimed += 1
+            acts.append(StopInstance(inst.id, "keep-alive expired"))
         last = self.last_arrival_s
         if not self._ka_static and last is not None and self._prewarmed_for_s != last:
             at = prewarm_at_s(self.ka_decision, last_invocation_s=last)
@@ -454,13 +470,12 @@ class FunctionCore:
             return self.alive > self.config.min_instances
         if not self._per_request:
             return False
-        if self.ka_decision.keep_alive_s != float("inf") and any(
-                i.kind != "provisioned" for i in self.instances.values()):
+        if self.ka_decision.keep_alive_s != float("inf") and self.alive > self.provisioned_alive:
             return True
         return not self._ka_static and self.last_arrival_s != self._prewarmed_for_s
 
     def _restore_min(self, now_s: float, acts: list[Action]) -> None:
-        have = sum(1 for i in self.instances.values() if i.kind == "provisioned")
+        have = self.provisioned_alive
         room = self.config.max_instances - self.alive - self.provisioning  # on-demand ones may fill it for now
         for _ in range(min(self.config.min_instances - have, room)):
             self._start(now_s, "provisioned", acts)

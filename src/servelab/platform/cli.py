@@ -130,12 +130,13 @@ def deploy(
 ) -> None:
     """Deploy a model (and optionally a handler) as a function; update it if it exists."""
     client = _client(url, token)
-    variables = {
-        "SERVELAB_RUNTIME": runtime, "SERVELAB_BATCH_SIZE": str(batch_size),
-        "SERVELAB_BATCH_WAIT_MS": str(batch_wait_ms), "SERVELAB_KEEP_ALIVE_S": str(keep_alive_s),
-        "SERVELAB_KEEP_ALIVE_POLICY": keep_alive_policy, "SERVELAB_ADMISSION": admission,
-        "SERVELAB_START_MODE": start_mode, "SERVELAB_MAX_CONCURRENCY": str(max_concurrency),
-    }
+    from servelab.platform.functions import servelab_vars
+
+    variables = servelab_vars({
+        "runtime": runtime, "batching.max_batch_size": batch_size, "batching.max_wait_ms": batch_wait_ms,
+        "keep_alive.keep_alive_s": keep_alive_s, "keep_alive.kind": keep_alive_policy, "admission": admission,
+        "start_mode": start_mode, "max_concurrency": max_concurrency,
+    })
     for item in env or []:
         key, sep, value = item.partition("=")
         if not sep:

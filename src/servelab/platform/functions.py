@@ -175,6 +175,25 @@ LAMBDA_ENV_KEYS: dict[str, tuple[str, Any]] = {
 }
 
 
+_ENV_OF_FIELD = {path: key for key, (path, _) in LAMBDA_ENV_KEYS.items() if key != "SERVELAB_SCALING_PARAMS"}
+
+
+def servelab_vars(settings: dict[str, Any]) -> dict[str, str]:
+    """The ``SERVELAB_*`` environment variables that set ``settings`` — a mapping from
+    :class:`FunctionConfig` field paths (``"max_concurrency"``, ``"batching.max_batch_size"``,
+    ``"keep_alive.params"`` …) to values — on a function created through the Lambda API. The one
+    inverse of :func:`apply_servelab_vars`; ``None`` values are left out."""
+    out: dict[str, str] = {}
+    for path, value in settings.items():
+        if value is None:
+            continue
+        key = "SERVELAB_SCALING_PARAMS" if path == "scaling" else _ENV_OF_FIELD.get(path)
+        if key is None:
+            raise ConfigError(f"no SERVELAB_* variable sets {path!r}; settable: {', '.join(sorted(_ENV_OF_FIELD))}")
+        out[key] = json.dumps(value) if isinstance(value, dict) else str(value)
+    return out
+
+
 def apply_servelab_vars(data: dict[str, Any], variables: dict[str, str]) -> dict[str, str]:
     """Move ``SERVELAB_*`` settings from ``variables`` into ``data``; return the rest (the
     function's own environment). Unknown ``SERVELAB_*`` keys are an error, not ignored."""
@@ -203,20 +222,12 @@ def apply_servelab_vars(data: dict[str, Any], variables: dict[str, str]) -> dict
 
 def lambda_configuration(cfg: FunctionConfig, *, last_modified: str) -> dict[str, Any]:
     """The function as Lambda's ``FunctionConfiguration`` shape shows it."""
-    env = dict(cfg.env)
-    if cfg.model:
-        env["SERVELAB_MODEL"] = cfg.model
-    env["SERVELAB_RUNTIME"] = cfg.runtime
-    if cfg.device != "cpu":
-        env["SERVELAB_DEVICE"] = cfg.device
-    env["SERVELAB_BATCH_SIZE"] = str(cfg.batching.max_batch_size)
-    env["SERVELAB_BATCH_WAIT_MS"] = str(cfg.batching.max_wait_ms)
-    env["SERVELAB_KEEP_ALIVE_POLICY"] = cfg.keep_alive.kind
-    env["SERVELAB_KEEP_ALIVE_S"] = str(cfg.keep_alive.keep_alive_s)
-    env["SERVELAB_ADMISSION"] = cfg.admission
-    if cfg.scaling.kind != "per-request":
-        env["SERVELAB_SCALING_PARAMS"] = cfg.scaling.model_dump_json()
-    env["SERVELAB_START_MODE"] = cfg.start_mode
+    env = {**cfg.env, **servelab_vars({
+        "model": cfg.model, "runtime": cfg.runtime, "device": cfg.device if cfg.device != "cpu" else None,
+        "batching.max_batch_size": cfg.batching.max_batch_size, "batching.max_wait_ms": cfg.batching.max_wait_ms,
+        "keep_alive.kind": cfg.keep_alive.kind, "keep_alive.keep_alive_s": cfg.keep_alive.keep_alive_s,
+        "admission": cfg.admission, "start_mode": cfg.start_mode,
+        "scaling": cfg.scaling.model_dump() if cfg.scaling.kind != "per-request" else None})}
     return {
         "FunctionName": cfg.name,
         "FunctionArn": f"arn:aws:lambda:local:000000000000:function:{cfg.name}",

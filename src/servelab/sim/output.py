@@ -17,7 +17,7 @@ read a simulated run like a measured one:
   (:func:`servelab.billing.rules.request_billed_ms`, the meter's formula);
 * a request whose latency exceeds the client timeout is ``timeout`` (the load generator's rule).
 
-Built vectorised from :class:`~servelab.sim.core.Outcomes`: about a second per million rows.
+Built vectorised from :class:`~servelab.sim.outcomes.Outcomes`: about a second per million rows.
 """
 
 from __future__ import annotations
