@@ -190,3 +190,29 @@ def test_real_platform_fifty_queued_requests_four_cold_starts(tmp_path) -> None:
     assert cold == len({f["instance_id"] for f in facts})
     assert pc.sum(pc.cast(recs["cold"], "int64")).as_py() == cold
     assert recs.filter(pc.invert(pc.is_null(recs["init_ms"]))).num_rows == cold
+
+
+def test_a_fixed_pool_never_starts_more_than_its_size_and_requests_queue(tmp_path) -> None:
+    """The server pool of the bench target: the same core model as the simulator's ServerConfig."""
+    async def main():
+        backend = FakeBackend(auto_finish=False)
+        svc = service(tmp_path, backend, provisioned=2, max_concurrency=2, admission="queue",
+                      scaling={"kind": "fixed"})
+        svc.reconcile()
+        await settle()
+        calls = [asyncio.create_task(svc.invoke(b"{}", f"r{i}")) for i in range(5)]
+        await settle()
+        waiting = svc.waiting
+        backend.auto_finish = True
+        for _ in range(5):
+            backend.release()
+            await settle()
+        out = await asyncio.gather(*calls)
+        await svc.close()
+        svc.meter.close()
+        return out, waiting, len(backend.instances)
+
+    out, waiting, started = asyncio.run(main())
+    assert started == 2 and waiting == 3
+    assert [o.record.start_kind for o in out].count("prewarmed") == 2
+    assert all(o.status == "ok" for o in out)

@@ -365,9 +365,13 @@ class ServerTarget(_PlatformTarget):
                 "max_queue": self.spec.max_queue, "max_queue_wait_s": run.timeout_s,
                 "keep_alive_s": FOREVER_S}
 
+    def extra_env(self, run: PlannedRun) -> dict[str, str]:
+        # the same core model as the simulator's server pool: scaling fixed at the worker count
+        return servelab_vars({"scaling": {"kind": "fixed"}, "provisioned": self.spec.workers})
+
     def notes(self, run: PlannedRun) -> list[str]:
         return [f"always-on server: {self.spec.workers} worker instance(s) started before the run, "
-                f"scaling off, a FIFO queue of at most {self.spec.max_queue} requests"]
+                f"scaling fixed, a FIFO queue of at most {self.spec.max_queue} requests"]
 
     def price_args(self, run: PlannedRun, summary: dict[str, Any]) -> dict[str, Any] | None:
         args = super().price_args(run, summary)
@@ -395,7 +399,7 @@ class GpuServerTarget(ServerTarget):
         return None
 
     def extra_env(self, run: PlannedRun) -> dict[str, str]:
-        return servelab_vars({"device": "cuda"})
+        return {**super().extra_env(run), **servelab_vars({"device": "cuda"})}
 
     def notes(self, run: PlannedRun) -> list[str]:
         return [*super().notes(run), "instances run the model on the first NVIDIA GPU (device cuda: "

@@ -52,9 +52,10 @@ class KeepAliveConfig(BaseModel):
 
 class ScalingConfig(BaseModel):
     """How the instance count changes: ``per-request`` (serverless: a request that finds no free
-    instance starts one) or ``target-tracking`` (a managed endpoint's autoscaler: see
-    policies/autoscale.py). With target-tracking, ``provisioned`` is the minimum instance count and
-    ``max_concurrency`` the maximum, and requests queue (``admission: queue``)."""
+    instance starts one), ``target-tracking`` (a managed endpoint's autoscaler: see
+    core/policies/autoscale.py; ``provisioned`` is the minimum instance count and
+    ``max_concurrency`` the maximum) or ``fixed`` (an always-on server pool: ``provisioned``
+    instances, never more, never fewer). The last two need ``admission: queue``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     kind: ScalingKind = "per-request"
@@ -112,11 +113,13 @@ class FunctionConfig(BaseModel):
         if self.handler == BUILTIN_MODEL_HANDLER and not self.model:
             raise ValueError("the built-in model handler needs a model: set 'model' (or SERVELAB_MODEL)")
         keepalive_policy(self.keep_alive)  # its parameters are checked at deploy, not at first request
+        if self.scaling.kind != "per-request" and self.admission != "queue":
+            raise ValueError(f"{self.scaling.kind} scaling needs admission 'queue' (requests wait for the "
+                             "instances that exist; they never start one)")
         if self.scaling.kind == "target-tracking":
-            if self.admission != "queue":
-                raise ValueError("target-tracking scaling needs admission 'queue' (requests wait for the "
-                                 "autoscaler's instances; they never start one)")
             self.autoscaler()  # checks provisioned (the minimum) >= 1
+        if self.scaling.kind == "fixed" and self.provisioned < 1:
+            raise ValueError("fixed scaling needs provisioned >= 1 (the pool's size)")
         return self
 
     def autoscaler(self) -> TargetTracking:
@@ -130,8 +133,10 @@ class FunctionConfig(BaseModel):
     def core_config(self) -> CoreConfig:
         """The core's view of this function (:class:`servelab.core.CoreConfig`)."""
         tracking = self.scaling.kind == "target-tracking"
-        return CoreConfig(scaling="target-tracking" if tracking else "per-request",
-                          max_instances=self.max_concurrency, min_instances=self.provisioned,
+        fixed = self.scaling.kind == "fixed"
+        return CoreConfig(scaling=self.scaling.kind,
+                          max_instances=self.provisioned if fixed else self.max_concurrency,
+                          min_instances=self.provisioned,
                           admission=self.admission, max_queue=self.max_queue, max_queue_wait_s=self.max_queue_wait_s,
                           max_batch_size=self.batching.max_batch_size, max_wait_s=self.batching.max_wait_ms / 1000.0,
                           keepalive=keepalive_policy(self.keep_alive),

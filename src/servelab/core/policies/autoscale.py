@@ -27,7 +27,7 @@ from typing import Literal, get_args
 
 from servelab.errors import ConfigError
 
-ScalingKind = Literal["per-request", "target-tracking"]
+ScalingKind = Literal["per-request", "target-tracking", "fixed"]
 SCALING_KINDS: tuple[ScalingKind, ...] = get_args(ScalingKind)
 ScaleAction = Literal["out", "in", "hold"]
 
