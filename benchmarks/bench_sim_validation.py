@@ -56,7 +56,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--work-dir", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--host-cpus", type=float, default=float(len(os.sched_getaffinity(0))),
+                    help="cores the simulated instances share, as on the local platform (0: one CPU each, "
+                         "the cloud's model); default: this machine's usable cores")
     args = ap.parse_args()
+    host_cpus = args.host_cpus or None
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="sim-validation-"))
     t0 = time.perf_counter()
     name, path = resolve_model(args.model, work / "models")
@@ -74,7 +78,7 @@ def main() -> None:
             arr = generate(load_spec(spec_text), seed=args.seed)
             console.print(f"[bold]{wname}[/]: {spec_text}, {len(arr)} requests …")
             comparisons.append(compare_on_platform(wname, url, dep, cfg, profile, arr.times_s, arr.duration_s,
-                                                   payloads, work / wname, seed=args.seed))
+                                                   payloads, work / wname, seed=args.seed, host_cpus=host_cpus))
     load1 = os.getloadavg()
     t = Table(title=f"simulator vs local platform · {name} · predicted (measured) · error")
     t.add_column("workload")
@@ -88,11 +92,29 @@ def main() -> None:
             cells.append(f"{fmt.format(p)} ({fmt.format(r)}) {c.error(m):+.0%}")
         t.add_row(c.name, *cells)
     console.print(t)
+    if host_cpus is not None:
+        t2 = Table(title="the same predictions without host sharing (one CPU per instance, the cloud's model)")
+        t2.add_column("workload")
+        for m in ("p50_ms", "p95_ms", "p99_ms", "cold_starts", "cost_usd"):
+            t2.add_column(m, justify="right")
+        for c in comparisons:
+            cc = c.predicted_cloud
+            if cc is None:
+                continue
+            row = []
+            for m in ("p50_ms", "p95_ms", "p99_ms", "cold_starts", "cost_usd"):
+                p, r = getattr(cc, m), getattr(c.measured, m)
+                rel = p / r - 1 if r else float("nan")
+                row.append(f"{p:.3g} ({r:.3g}) {rel:+.0%}")
+            t2.add_row(c.name, *row)
+        console.print(t2)
+    console.print(f"host sharing: {host_cpus or 'off'} core(s)")
     console.print(f"load average {load0[0]:.2f} at start, {load1[0]:.2f} at end (2-core VM shared with other work); "
                   f"{time.perf_counter() - t0:.0f} s in all; runs under {work}")
     args.out.mkdir(parents=True, exist_ok=True)
     dest = args.out / f"sim-validation-{time.strftime('%Y%m%d-%H%M%S')}.json"
     dest.write_text(json.dumps({"model": name, "profile": profile.to_yaml_dict(), "load_average": [load0, load1],
+                                "host_cpus": host_cpus,
                                 "workloads": {k: WORKLOADS[k][0] for k in args.workloads.split(",")},
                                 "comparisons": [c.to_dict() for c in comparisons]}, indent=2, default=str))
     console.print(f"wrote {dest}")

@@ -216,3 +216,31 @@ def test_a_fixed_pool_never_starts_more_than_its_size_and_requests_queue(tmp_pat
     assert started == 2 and waiting == 3
     assert [o.record.start_kind for o in out].count("prewarmed") == 2
     assert all(o.status == "ok" for o in out)
+
+
+@pytest.mark.timeout(180)
+def test_real_platform_idle_instance_killed_then_invoked_succeeds_on_a_new_instance(tmp_path) -> None:
+    import os
+    import signal
+
+    from platform_harness import RunningPlatform, zip_code
+
+    code = "def h(event, context):\n    return {'ok': True}\n"
+    with RunningPlatform(tmp_path / "home") as p:
+        p.lambda_client().create_function(FunctionName="f", Role="r", Handler="app.h", MemorySize=256, Timeout=30,
+                                          Code={"ZipFile": zip_code({"app.py": code})})
+
+        def call() -> tuple[int, dict]:
+            req = urllib.request.Request(f"{p.url}/2015-03-31/functions/f/invocations", data=b"{}", method="POST")
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return r.status, json.loads(r.headers["X-Servelab-Facts"])
+
+        status, first = call()
+        with urllib.request.urlopen(f"{p.url}/servelab/v1/functions/f/instances", timeout=10) as r:
+            (inst,) = json.loads(r.read())["instances"]
+        os.kill(inst["pid"], signal.SIGKILL)  # kill -9 while idle
+        results = [call() for _ in range(11)]
+    assert status == 200 and first["start_kind"] == "cold"
+    assert all(s == 200 for s, _ in results)
+    assert results[0][1]["instance_id"] != first["instance_id"]
+    assert results[0][1]["start_kind"] == "cold" and all(f["start_kind"] == "warm" for _, f in results[1:])

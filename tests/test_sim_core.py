@@ -204,3 +204,27 @@ def test_simulate_and_recommend_commands_run_through_the_servelab_app(tmp_path):
                                  "--memory-mb", "1024,1769", "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["best"]["config"]["memory_mb"] in (1024, 1769)
+
+
+def test_instances_on_one_host_share_its_cores() -> None:
+    """host_cpus: 4 inits of 100 ms on 2 cores finish together at 200 ms, then 4 batches of 10 ms
+    take 20 ms; without it (the cloud) each instance has its own CPU."""
+    prof = constant_profile()
+    cloud = simulate(ServerlessConfig(max_concurrency=4, admission="queue", scale_rate="none"), prof, np.zeros(4))
+    host = simulate(ServerlessConfig(max_concurrency=4, admission="queue", scale_rate="none", host_cpus=2),
+                    prof, np.zeros(4))
+    assert cloud.table["latency_ms"].to_pylist() == pytest.approx([110.0] * 4)
+    assert host.table["latency_ms"].to_pylist() == pytest.approx([220.0] * 4)
+    assert host.table["duration_ms"].to_pylist() == pytest.approx([20.0] * 4)  # as the platform measures it
+    assert host.outcomes.inst_ready_s == pytest.approx([0.2] * 4)
+    # one core, one instance: nothing to share
+    alone = simulate(ServerlessConfig(max_concurrency=1, scale_rate="none", host_cpus=1), prof, np.zeros(1))
+    assert alone.table["latency_ms"].to_pylist() == pytest.approx([110.0])
+
+
+def test_a_batch_stretched_past_the_timeout_by_sharing_times_out() -> None:
+    prof = constant_profile(service_ms=600.0)  # 0.6 s alone; 4 sharing 1 core: 2.4 s > 1 s timeout
+    cfg = ServerlessConfig(max_concurrency=4, admission="queue", scale_rate="none", host_cpus=1, timeout_s=1.0)
+    r = simulate(cfg, prof, np.full(4, 0.0))
+    assert statuses(r) == ["timeout"] * 4
+    assert r.table["duration_ms"].to_pylist() == pytest.approx([1000.0] * 4)

@@ -47,6 +47,7 @@ class Comparison:
     name: str
     measured: Side
     predicted: Side
+    predicted_cloud: Side | None = None  # the same run with one CPU per instance (host sharing off)
 
     def error(self, metric: str) -> float:
         """Relative error of the prediction (predicted / measured − 1); NaN when measured is 0."""
@@ -54,15 +55,22 @@ class Comparison:
         return p / m - 1.0 if m else (0.0 if p == m else math.nan)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "measured": vars(self.measured), "predicted": vars(self.predicted),
-                "error": {m: self.error(m) for m in METRICS}}
+        out = {"name": self.name, "measured": vars(self.measured), "predicted": vars(self.predicted),
+               "error": {m: self.error(m) for m in METRICS}}
+        if self.predicted_cloud is not None:
+            cloud = Comparison(self.name, self.measured, self.predicted_cloud)
+            out["predicted_cloud"] = vars(self.predicted_cloud)
+            out["error_cloud"] = {m: cloud.error(m) for m in METRICS}
+        return out
 
 
 def compare_on_platform(name: str, url: str, deployer: Deployer, config: ServerlessConfig, profile: Profile,
                         times: np.ndarray, duration_s: float, payloads: list[bytes], out_dir: Path, *,
-                        seed: int = 0) -> Comparison:
+                        seed: int = 0, host_cpus: float | None = None) -> Comparison:
     """One workload, real and simulated. The simulated function has no scale-rate limit (the
-    local platform has none) and the platform's own settings."""
+    local platform has none) and the platform's own settings. With ``host_cpus``, the prediction
+    shares that many cores among instances, as the local platform does (and the prediction
+    without sharing is kept beside it, as ``predicted_cloud``)."""
     fn = deployer.deploy(f"val-{name}", config)
     try:
         real = drive(url, fn, times, payloads, out_dir / "real", run_id=f"real-{name}", duration_s=duration_s,
@@ -71,8 +79,13 @@ def compare_on_platform(name: str, url: str, deployer: Deployer, config: Serverl
         deployer.delete(fn)
     from servelab.workload import Arrivals
 
-    sim_cfg = config.model_copy(update={"scale_rate": "none"})
+    cloud_cfg = config.model_copy(update={"scale_rate": "none", "host_cpus": None})
+    sim_cfg = cloud_cfg.model_copy(update={"host_cpus": host_cpus})
     arr = Arrivals(times_s=np.asarray(times, dtype=np.float64), states=None, duration_s=duration_s, state_path=None)
     result = simulate(sim_cfg, profile, arr, seed=seed, run_id=f"sim-{name}")
     result.write(out_dir / "sim")
-    return Comparison(name, Side.of(real, config, duration_s), Side.of(result.table, sim_cfg, duration_s))
+    cloud = None
+    if host_cpus is not None:
+        cloud = Side.of(simulate(cloud_cfg, profile, arr, seed=seed, run_id=f"sim-cloud-{name}").table, cloud_cfg,
+                        duration_s)
+    return Comparison(name, Side.of(real, config, duration_s), Side.of(result.table, sim_cfg, duration_s), cloud)

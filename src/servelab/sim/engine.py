@@ -13,7 +13,13 @@ plain code:
   execution time from the profile (plus the first-inference extra on a fresh instance, and the
   dispatch overhead); a batch longer than the function's timeout ends at the timeout and takes
   its instance with it, as on the platform;
-* the core's timers and the platform's reconcile period (``reap_interval_s``) are heap events.
+* the core's timers and the platform's reconcile period (``reap_interval_s``) are heap events;
+* optionally (``host_cpus``), instances share one host's cores, as on servelab's own platform:
+  every init and batch is work in core-milliseconds (its time at full speed × the CPU it can use,
+  the memory size's vCPU share capped at one thread), and when the running ones ask for more
+  cores than the host has, each progresses at ``host_cpus / demand`` of its speed (processor
+  sharing, as CFS gives runnable threads equal shares). Without it, every instance has its own
+  CPU, as in the cloud.
 
 At equal times heap events run before arrivals (a request arriving exactly when an instance frees
 up finds it free), then in order of kind (finish, ready, timer, tick) and of scheduling, so a run
@@ -34,6 +40,7 @@ import numpy as np
 from servelab.core import CoreConfig, FunctionCore
 from servelab.core.actions import Action, Dispatch, FailRequests, SetTimer, StartInstance, StopInstance, Throttle
 from servelab.core.policies import ScaleDecision
+from servelab.core.resources import cpus_for_memory
 from servelab.sim.outcomes import (
     COLD,
     ERROR,
@@ -64,6 +71,7 @@ class EngineSpec:
     device: Device = "cpu"
     timeout_s: float = 30.0  # the function's timeout: a longer batch fails and its instance is replaced
     reap_interval_s: float = 0.1  # the platform's reconcile period
+    host_cpus: float | None = None  # instances share this many cores (None: each has its own, the cloud)
 
 
 @dataclass
@@ -106,6 +114,49 @@ def run(spec: EngineSpec, profile: Profile, times: np.ndarray, *, rng: np.random
     instance_of, batch_of, duration_of, kind_of = out.instance, out.batch, out.duration_ms, out.kind
     booting = True
 
+    # ---- processor sharing on one host (host_cpus set) --------------------------------------
+    shared = spec.host_cpus is not None
+    host_cpus = float(spec.host_cpus or 0.0)
+    cap = min(1.0, cpus_for_memory(mem)) if mem else 1.0  # cores one instance's single thread can use
+    # job id -> [remaining core-ms, version, started_s, kind ("init"/"batch"), payload]
+    jobs: dict[int, list[Any]] = {}
+    ps_last_s, ps_factor, ps_next = 0.0, 1.0, 0
+
+    def ps_advance(now: float) -> None:
+        nonlocal ps_last_s
+        dt_ms = (now - ps_last_s) * 1000.0
+        if dt_ms > 0:
+            used = cap * ps_factor * dt_ms
+            for job in jobs.values():
+                job[0] -= used
+        ps_last_s = now
+
+    def ps_reschedule(now: float) -> None:
+        nonlocal seq, ps_factor
+        demand = cap * len(jobs)
+        ps_factor = min(1.0, host_cpus / demand) if demand > 0 else 1.0
+        speed = cap * ps_factor  # core-ms of work done per ms
+        for jid, job in jobs.items():
+            job[1] += 1
+            seq += 1
+            code = _READY if job[3] == "init" else _DONE
+            push(heap, (now + max(0.0, job[0]) / speed / 1000.0, code, seq, ("job", jid, job[1])))
+
+    def ps_submit(now: float, work_ms: float, kind: str, payload: Any) -> int:
+        nonlocal ps_next
+        ps_advance(now)
+        jid = ps_next
+        ps_next += 1
+        jobs[jid] = [work_ms * cap, 0, now, kind, payload]
+        ps_reschedule(now)
+        return jid
+
+    def ps_finish(jid: int, now: float) -> list[Any]:
+        ps_advance(now)
+        job = jobs.pop(jid)
+        ps_reschedule(now)
+        return job
+
     def apply(acts: list[Action], now: float) -> None:
         nonlocal seq
         for a in acts:
@@ -141,6 +192,8 @@ def run(spec: EngineSpec, profile: Profile, times: np.ndarray, *, rng: np.random
         fresh.append(True)
         if at_boot:  # started before the run: the bench targets wait for them
             apply(core.ready(k, now), now)
+        elif shared:
+            ps_submit(now, init_ms, "init", k)
         else:
             seq += 1
             push(heap, (ready, _READY, seq, k))
@@ -153,15 +206,22 @@ def run(spec: EngineSpec, profile: Profile, times: np.ndarray, *, rng: np.random
         if fresh[k]:
             fresh[k] = False
             dur += float(next(extra_it))
-        timed_out = dur > timeout_ms
-        if timed_out:
-            dur = timeout_ms
         for j, kind in zip(batch, a.kinds, strict=True):
             dispatch_s[j] = now
             instance_of[j] = k
             batch_of[j] = size
-            duration_of[j] = dur
             kind_of[j] = _KIND[kind]
+        if shared:  # the batch (and the platform's own time around it) shares the host's cores
+            hold = hold_ms[batch[0]]
+            jid = ps_submit(now, dur + hold, "batch", (k, batch, dur / (dur + hold) if dur + hold > 0 else 1.0))
+            seq += 1
+            push(heap, (now + spec.timeout_s, _DONE, seq, ("timeout", jid, -1)))
+            return
+        timed_out = dur > timeout_ms
+        if timed_out:
+            dur = timeout_ms
+        for j in batch:
+            duration_of[j] = dur
         seq += 1
         push(heap, (now + (dur + hold_ms[batch[0]]) / 1000.0, _DONE, seq, (k, batch, timed_out)))
 
@@ -189,7 +249,22 @@ def run(spec: EngineSpec, profile: Profile, times: np.ndarray, *, rng: np.random
     while True:
         if heap and heap[0][0] <= next_s:
             now, code, _, arg = pop(heap)
-            if code == _DONE:
+            if shared and code <= _READY and isinstance(arg, tuple) and isinstance(arg[0], str):
+                what, jid, version = arg
+                job = jobs.get(jid)
+                if job is None or (what == "job" and job[1] != version):
+                    continue  # finished already, or rescheduled since
+                job = ps_finish(jid, now)
+                if job[3] == "init":
+                    out.inst_ready_s[job[4]] = now
+                    apply(core.ready(job[4], now), now)
+                else:
+                    k, batch, busy_share = job[4]
+                    elapsed_ms = (now - job[2]) * 1000.0
+                    for j in batch:
+                        duration_of[j] = elapsed_ms * busy_share if what == "job" else timeout_ms
+                    done(k, batch, what == "timeout", now)
+            elif code == _DONE:
                 done(arg[0], arg[1], arg[2], now)
             elif code == _READY:
                 apply(core.ready(arg, now), now)

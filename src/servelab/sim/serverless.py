@@ -46,6 +46,9 @@ class ServerlessConfig(BaseModel):
     billing_rounding_ms: int = Field(1, ge=1)
     timeout_s: float = Field(30.0, gt=0)  # the function's timeout: a longer batch fails, its instance is replaced
     reap_interval_s: float = Field(0.1, gt=0)  # the platform's reconcile period
+    # instances share this many cores (servelab's own platform on one machine); None: each
+    # instance has its own CPU, as in the cloud
+    host_cpus: float | None = Field(None, gt=0)
     client_timeout_s: float = Field(30.0, gt=0)  # the load generator's per-request timeout
 
     @model_validator(mode="after")
@@ -65,4 +68,4 @@ class ServerlessConfig(BaseModel):
                           max_batch_size=self.max_batch_size, max_wait_s=self.max_wait_ms / 1000.0,
                           keepalive=self.keepalive_policy(), scale_rate=self.scale_rate)
         return EngineSpec(core=core, memory_mb=self.memory_mb, timeout_s=self.timeout_s,
-                          reap_interval_s=self.reap_interval_s)
+                          reap_interval_s=self.reap_interval_s, host_cpus=self.host_cpus)
