@@ -259,11 +259,12 @@ class PlatformProcess:
     """``servelab platform up`` in a child process, on a free loopback port."""
 
     def __init__(self, home: Path, *, limits: str = "auto", log: Path | None = None,
-                 what_ifs: tuple[str, ...] = ()) -> None:
+                 what_ifs: tuple[str, ...] = (), extra_args: tuple[str, ...] = ()) -> None:
         """``what_ifs`` names :data:`WHAT_IFS` to apply (proposed patches, measured side by side)."""
         self.home = Path(home)
         self.limits = limits
         self.what_ifs = what_ifs
+        self.extra_args = extra_args  # more `servelab platform up` options (e.g. --no-isolation)
         command, env = what_if(*what_ifs)
         self.env = {**os.environ, **env}  # the fork server and the instances inherit it
         self.command = command or [str(VENV_BIN / "servelab")]
@@ -277,7 +278,7 @@ class PlatformProcess:
         log = open(self.log_path, "wb")  # closed right after Popen: the child has it
         self.proc = subprocess.Popen(
             [*self.command, "platform", "up", "--port", str(self.port), "--home", str(self.home),
-             "--limits", self.limits],
+             "--limits", self.limits, *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env)
         log.close()
         wait_http_ready(f"{self.url}/v2/health/ready", self.proc, 60, "servelab platform")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import json
+import time
 import urllib.request
 from pathlib import Path
 
@@ -239,6 +240,11 @@ def test_real_platform_idle_instance_killed_then_invoked_succeeds_on_a_new_insta
         with urllib.request.urlopen(f"{p.url}/servelab/v1/functions/f/instances", timeout=10) as r:
             (inst,) = json.loads(r.read())["instances"]
         os.kill(inst["pid"], signal.SIGKILL)  # kill -9 while idle
+        from servelab.platform.backends.process import _running
+
+        deadline = time.monotonic() + 5  # "then invoke": once the kernel has ended it (a zombie or gone)
+        while _running(inst["pid"]) and time.monotonic() < deadline:
+            time.sleep(0.001)
         results = [call() for _ in range(11)]
     assert status == 200 and first["start_kind"] == "cold"
     assert all(s == 200 for s, _ in results)

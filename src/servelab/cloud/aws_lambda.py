@@ -47,6 +47,10 @@ LAMBDA_MB_PER_VCPU = 1769  # Lambda gives one vCPU per 1769 MB (AWS docs), up to
 S3_MODEL_PREFIX = "servelab"
 
 
+AWS_CREDENTIAL_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION",
+                       "AWS_REGION")
+
+
 class LambdaSpec(BaseModel):
     """One function's settings. ``endpoint_url`` (and ``s3_endpoint_url``) point at a
     Lambda-compatible (S3-compatible) server instead of AWS."""
@@ -272,6 +276,10 @@ class LambdaFunction:
             env["MODEL_S3_URI"] = f"s3://{s.model_bucket}/{key}"
             if s.s3_endpoint_url:
                 env["MODEL_S3_ENDPOINT_URL"] = s.s3_endpoint_url
+            if s.endpoint_url:
+                # servelab's platform gives instances a minimal environment; like Lambda injecting its
+                # execution role's credentials, the function asks for the caller's AWS credentials
+                env["SERVELAB_PASS_ENV"] = ",".join(AWS_CREDENTIAL_VARS)
         if pkg.kind == "zip":
             code: dict[str, Any] = {"ZipFile": pkg.zip_bytes}
         elif pkg.kind == "zip-s3":

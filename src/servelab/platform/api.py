@@ -45,6 +45,8 @@ from servelab.platform.functions import (
     lambda_configuration,
     make_config,
 )
+from servelab.platform.isolation import mode as isolation_mode
+from servelab.platform.isolation import peer_uid
 from servelab.platform.meter import report_line
 from servelab.platform.server import Platform
 from servelab.tensors import HEADER_LENGTH_HTTP, frame_binary, unframe_binary
@@ -108,8 +110,22 @@ def _authorized(request: web.Request, token: str | None) -> bool:
     return bool(m) and hmac.compare_digest(m.group(1), token)
 
 
+def _from_a_function(request: web.Request) -> bool:
+    """Whether the caller is a function's instance (its loopback connection belongs to a function
+    uid): instances may invoke functions, never manage them (docs/isolation.md)."""
+    uids = getattr(request.app[PLATFORM_KEY], "uids", None)
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    if uids is None or not peer or isolation_mode() != "root":
+        return False
+    uid = peer_uid(str(peer[0]), int(peer[1]))
+    return uid is not None and uids.is_function_uid(uid)
+
+
 def management(handler: Handler) -> Handler:
     async def wrapped(request: web.Request) -> web.StreamResponse:
+        if _from_a_function(request):
+            return lambda_error(403, "AccessDeniedException",
+                                "a function's code may invoke functions but not manage the platform")
         if not _authorized(request, request.app[TOKEN_KEY]):
             return lambda_error(403, "AccessDeniedException",
                                 "this platform requires a token: send 'Authorization: Bearer TOKEN' "
@@ -515,7 +531,21 @@ async def info(request: web.Request) -> web.Response:
         "home": str(p.home), "store_url": p.store_url,
         "max_body_bytes": request.app[MAX_BODY_KEY], "token_required": bool(request.app[TOKEN_KEY]),
         "tcp_nodelay": nodelay,
+        "isolation": _isolation_view(p),
     })
+
+
+def _isolation_view(p: Platform) -> dict[str, Any]:
+    if isolation_mode() == "root" and not p.isolate:
+        return {"mode": "off", "instance_network": "host",
+                "what": "turned off (--no-isolation): instances run as root with a minimal environment"}
+    if isolation_mode() == "root":
+        return {"mode": "root", "instance_network": p.instance_network,
+                "what": "a uid per function, a mount namespace hiding the home, a private /tmp, "
+                        "no_new_privs, rlimits, a minimal environment; management refused to functions"}
+    return {"mode": "none", "instance_network": "host",
+            "what": "the platform is not root: instances run as its user, with a minimal environment only "
+                    "(docs/isolation.md)"}
 
 
 async def instances(request: web.Request) -> web.Response:

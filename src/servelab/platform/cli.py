@@ -40,6 +40,12 @@ def up(
     token: str = typer.Option(None, help=f"Require this token on management calls (default: ${TOKEN_ENV})."),
     limits: str = typer.Option("auto", help="Instance limits: auto, cgroup2, cgroup1, rlimit, none."),
     max_body_mb: float = typer.Option(6.0, help="Largest request body, MB (Lambda: 6)."),
+    instance_network: str = typer.Option("host", help="Instances' network (as root): host (loopback and the "
+                                         "machine's network) or none (an empty network namespace)."),
+    isolation: bool = typer.Option(True, "--isolation/--no-isolation",
+                                   help="As root, run each function's instances as its own uid with a private "
+                                        "view of the files (docs/isolation.md). --no-isolation: only to measure "
+                                        "what it costs."),
 ) -> None:
     """Start the platform in the foreground (Ctrl-C stops it and its instances)."""
     from aiohttp import web
@@ -52,7 +58,10 @@ def up(
         raise ConfigError(f"--limits must be one of {', '.join(LIMITS_CHOICES)}")
     home = home or default_home()
     token = token or os.environ.get(TOKEN_ENV)
-    platform = Platform(home, store_url=store, limits=limits)  # type: ignore[arg-type]
+    if instance_network not in ("host", "none"):
+        raise ConfigError(f"--instance-network must be host or none, got {instance_network!r}")
+    platform = Platform(home, store_url=store, limits=limits,  # type: ignore[arg-type]
+                        instance_network=instance_network, isolate=isolation)  # type: ignore[arg-type]
     app = make_app(platform, token=token, max_body_bytes=int(max_body_mb * 1024 * 1024))
 
     async def banner(_: web.Application) -> None:
@@ -60,6 +69,11 @@ def up(
         console.print(f"[bold green]servelab platform[/] on http://{host}:{port}  home={home}")
         console.print(f"  limits: {li.mode if li else 'none'} ({li.reason if li else 'disabled'})")
         console.print(f"  functions: {len(platform.services)}  token: {'required' if token else 'off'}")
+        from servelab.platform.isolation import mode as isolation_mode
+
+        iso = isolation_mode()
+        console.print(f"  isolation: {iso}" + (f" (instance network: {instance_network})" if iso == "root" else
+                                                 " (not root: instances run as this user; docs/isolation.md)"))
 
     app.on_startup.append(banner)
     web.run_app(app, host=host, port=port, print=None, handle_signals=True)
@@ -76,6 +90,12 @@ def info(url: str = UrlOpt, token: str = TokenOpt) -> None:
         console.print(f"limits on this machine: [bold]{li.mode}[/] — {li.reason}")
     except LimitsError as e:
         console.print(f"limits on this machine: none usable ({e})")
+    from servelab.platform.isolation import mode as isolation_mode
+
+    iso = isolation_mode()
+    console.print(f"isolation on this machine: [bold]{iso}[/] — " + (
+        "a uid per function, a private view of the files, no_new_privs (docs/isolation.md)" if iso == "root" else
+        "not root: instances would run as this user with a minimal environment only (docs/isolation.md)"))
     try:
         console.print_json(data=_client(url, token).info())
     except PlatformError as e:

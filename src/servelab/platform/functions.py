@@ -94,6 +94,10 @@ class FunctionConfig(BaseModel):
     start_mode: StartMode = "fork"
     threads: int | None = Field(None, ge=1, le=64)  # default: from the memory size's vCPUs
     env: dict[str, str] = Field(default_factory=dict)
+    # names of the platform's own environment variables its instances receive (instances start from
+    # a minimal environment: docs/isolation.md); e.g. AWS credentials for a moto/S3 endpoint, as
+    # Lambda injects its execution role's
+    pass_env: list[str] = Field(default_factory=list)
     description: str = ""
     billing_rounding_ms: int = Field(1, ge=1)  # AWS Lambda bills in 1 ms steps
     code_sha256: str | None = None
@@ -177,6 +181,7 @@ LAMBDA_ENV_KEYS: dict[str, tuple[str, Any]] = {
     "SERVELAB_MAX_CONCURRENCY": ("max_concurrency", int),
     "SERVELAB_PROVISIONED": ("provisioned", int),  # the minimum instance count under target-tracking
     "SERVELAB_BILLING_ROUNDING_MS": ("billing_rounding_ms", int),
+    "SERVELAB_PASS_ENV": ("pass_env", lambda s: [x.strip() for x in s.split(",") if x.strip()]),
 }
 
 
@@ -195,7 +200,8 @@ def servelab_vars(settings: dict[str, Any]) -> dict[str, str]:
         key = "SERVELAB_SCALING_PARAMS" if path == "scaling" else _ENV_OF_FIELD.get(path)
         if key is None:
             raise ConfigError(f"no SERVELAB_* variable sets {path!r}; settable: {', '.join(sorted(_ENV_OF_FIELD))}")
-        out[key] = json.dumps(value) if isinstance(value, dict) else str(value)
+        out[key] = (json.dumps(value) if isinstance(value, dict) else ",".join(value) if isinstance(value, list)
+                    else str(value))
     return out
 
 
@@ -231,7 +237,7 @@ def lambda_configuration(cfg: FunctionConfig, *, last_modified: str) -> dict[str
         "model": cfg.model, "runtime": cfg.runtime, "device": cfg.device if cfg.device != "cpu" else None,
         "batching.max_batch_size": cfg.batching.max_batch_size, "batching.max_wait_ms": cfg.batching.max_wait_ms,
         "keep_alive.kind": cfg.keep_alive.kind, "keep_alive.keep_alive_s": cfg.keep_alive.keep_alive_s,
-        "admission": cfg.admission, "start_mode": cfg.start_mode,
+        "admission": cfg.admission, "start_mode": cfg.start_mode, "pass_env": cfg.pass_env or None,
         "scaling": cfg.scaling.model_dump() if cfg.scaling.kind != "per-request" else None})}
     return {
         "FunctionName": cfg.name,

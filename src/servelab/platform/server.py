@@ -18,6 +18,8 @@ from servelab.config import validate_name
 from servelab.errors import ConfigError, FunctionNotFoundError, LimitsError
 from servelab.platform.backends.local import LocalProcessBackend
 from servelab.platform.functions import FunctionConfig, FunctionRegistry
+from servelab.platform.isolation import InstanceNetwork, UidMap
+from servelab.platform.isolation import plan as plan_isolation
 from servelab.platform.limits import LimitsInfo, cleanup_stale, detect
 from servelab.platform.meter import Meter
 from servelab.platform.service import FunctionService, Invocation
@@ -38,8 +40,11 @@ def resolve_limits(choice: LimitsChoice) -> LimitsInfo | None:
 
 class Platform:
     def __init__(self, home: Path, *, store_url: str | None = None, limits: LimitsChoice = "auto",
-                 preload: list[str] | None = None, reconcile_interval_s: float = 0.1) -> None:
+                 preload: list[str] | None = None, reconcile_interval_s: float = 0.1,
+                 instance_network: InstanceNetwork = "host", isolate: bool = True) -> None:
         self.home = Path(home)
+        self.instance_network = instance_network
+        self.isolate = isolate  # as root: each function's instances in their own uid and views
         self.store_url = store_url
         self.limits_choice = limits
         self.preload = preload or ["onnxruntime"]
@@ -57,6 +62,7 @@ class Platform:
         if self.limits_info is not None and self.limits_info.mode != "rlimit":
             with contextlib.suppress(LimitsError, OSError):
                 cleanup_stale(self.limits_info)
+        self.uids = UidMap(self.home)
         self.registry = FunctionRegistry(self.home / "platform.db")
         self.meter = Meter(self.home / "records")
         self.backend = LocalProcessBackend(preload=self.preload, limits_info=self.limits_info)
@@ -101,7 +107,9 @@ class Platform:
 
     def _add_service(self, cfg: FunctionConfig) -> FunctionService:
         code = self.code_dir(cfg.name)
-        svc = FunctionService(cfg, backend=self.backend, meter=self.meter,
+        isolation = plan_isolation(home=self.home, function=cfg.name, code_dir=code if code.exists() else None,
+                                   uids=self.uids, network=self.instance_network) if self.isolate else None
+        svc = FunctionService(cfg, backend=self.backend, meter=self.meter, isolation=isolation,
                               home=self.home, store_url=self.store_url,
                               code_dir=code if code.exists() else None)
         self.services[cfg.name] = svc

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
 import uuid
 from collections.abc import Callable, Coroutine
@@ -40,6 +41,7 @@ from servelab.core.events import FailureKind, TimerTag
 from servelab.errors import FunctionTimeoutError, OutOfMemoryError, PlatformError
 from servelab.platform.backends import Instance, InstanceBackend, InstanceSpec
 from servelab.platform.functions import FunctionConfig
+from servelab.platform.isolation import IsolationSpec
 from servelab.platform.limits import ResourceLimits
 from servelab.platform.meter import Meter
 from servelab.records import InstanceEvent, InstanceRecord, RequestRecord, StartKind, Status
@@ -73,7 +75,7 @@ class Invocation:
 
 class FunctionService:
     def __init__(self, config: FunctionConfig, *, backend: InstanceBackend, meter: Meter, home: Path,
-                 store_url: str | None, code_dir: Path | None = None,
+                 store_url: str | None, code_dir: Path | None = None, isolation: IsolationSpec | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.backend = backend
@@ -81,6 +83,7 @@ class FunctionService:
         self.home = home
         self.store_url = store_url
         self.code_dir = code_dir
+        self.isolation = isolation  # applied by each instance before the function's code runs
         self.clock = clock
         self.core = FunctionCore(config.core_config(), now_s=clock())
         self.instances: dict[str, Instance] = {}  # by instance id, for the API's views
@@ -301,7 +304,9 @@ class FunctionService:
                 "home": str(self.home), "runtime": cfg.runtime, "device": cfg.device,
                 "threads": cfg.threads or limits.threads,
                 "handler": cfg.handler, "code_dir": str(self.code_dir) if self.code_dir else "",
-                "memory_mb": cfg.memory_mb, "env": cfg.env}
+                "memory_mb": cfg.memory_mb,
+                "env": {**{k: os.environ[k] for k in cfg.pass_env if k in os.environ}, **cfg.env},
+                "isolation": self.isolation.to_dict() if self.isolation else None}
 
     def _start_instance(self, a: StartInstance) -> None:
         cfg = self.config

@@ -190,6 +190,10 @@ def _init(init: dict[str, Any], t_started: float, sock: socket.socket) -> tuple[
     if path is not None:
         session = runtimes.load(path, runtime=runtime, threads=int(init.get("threads", 1)),
                                 device=init.get("device", "cpu"))
+    if init.get("isolation"):  # before any of the function's own code is imported
+        from servelab.platform.isolation import IsolationSpec, apply
+
+        apply(IsolationSpec(**init["isolation"]))
     if handler_spec == BUILTIN_MODEL_HANDLER:
         if session is None:
             raise ValueError("the built-in model handler needs a model")

@@ -22,6 +22,7 @@ from typing import Any
 
 from servelab.platform.backends.base import START_MODES, InstanceSpec, StartMode
 from servelab.platform.backends.process import ProcessInstance
+from servelab.platform.isolation import instance_env
 from servelab.platform.limits import InstanceLimits, LimitsInfo, ResourceLimits
 
 
@@ -60,7 +61,7 @@ class _ForkServer:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "servelab.platform.forkserver", "--fd", str(theirs.fileno()),
-            "--preload", ",".join(self.preload), pass_fds=(theirs.fileno(),))
+            "--preload", ",".join(self.preload), pass_fds=(theirs.fileno(),), env=instance_env())
         theirs.close()
         ours.setblocking(False)
         self.ctrl = ours
@@ -161,7 +162,7 @@ class LocalProcessBackend:
                     sys.executable, "-m", "servelab.platform.worker", "--fd", str(theirs.fileno()),
                     pass_fds=(theirs.fileno(),),
                     preexec_fn=limits.preexec_fn() if limits else None,
-                    stdin=asyncio.subprocess.DEVNULL)
+                    stdin=asyncio.subprocess.DEVNULL, env=instance_env())
                 pid = proc.pid
                 exited: asyncio.Future[int] = asyncio.ensure_future(proc.wait())
             elif mode == "fork":
