@@ -338,7 +338,8 @@ class Executor:
         try:
             result = loadgen_run(endpoint.target, arrivals, payloads, out_dir=rd, run_id=run.run_id,
                                  timeout_s=run.timeout_s, progress=False,
-                                 config={"duration_s": run.duration_s, "workload": run.workload_spec,
+                                 # the schedule's own length: a workload sized by requests decides it
+                                 config={"duration_s": arrivals.duration_s, "workload": run.workload_spec,
                                          "seed": run.seed, "model": run.model, "experiment": self.exp.name,
                                          "target_kind": run.kind, "target_label": run.target})
         finally:
