@@ -47,6 +47,14 @@ HOW_COLD = (
     "reported: process start, imports, model fetch from the store and model load into the runtime; "
     "grey is the part of init no part accounts for. The label gives the mean total and how many "
     "cold starts it averages.")
+HOW_BREAKEVEN = (
+    "Each line is what one way of serving this model would cost per million requests at a steady "
+    "average rate (x), computed from the service time the experiment measured for it and its price "
+    "entry: serverless bills per request (flat; warm requests only, no cold-start init), a server "
+    "bills its machines per hour whether busy or not (falling as 1/rate, ending at its capacity), a "
+    "managed endpoint adds instances at 70% utilisation (steps). Dotted lines mark where two lines "
+    "cross: the break-even rates. Black points are the configurations as measured (their offered "
+    "rate and cost). `servelab cost breakeven` draws the same from a profile.")
 HOW_TIMELINE = (
     "Top: p50 and p99 latency of the successful requests, by the second they were scheduled in. "
     "Middle: distinct instances that completed requests in that second (green) and requests that "
@@ -349,6 +357,11 @@ def render_html(exp: Experiment, figures: Mapping[str, bytes], colors: Mapping[s
         b.append('<p class="how">No run has a price, so there is no cost figure. Give the runs a '
                  '<code>price_entry</code> or pass <code>--price-entry ID</code>.</p>')
     b.append(_groups_table(exp, colors))
+    if "breakeven" in figures:
+        b.append('<h3 id="breakeven">Break-even: cost per 1M requests vs request rate</h3>')
+        b.append(f'<p class="how">{_e(HOW_BREAKEVEN)}</p>')
+        b.append(_figure(figures, "breakeven", "cost per million requests vs average request rate",
+                         file_names["breakeven"]))
 
     b.append('<h2 id="cold">Cold starts</h2>')
     if "cold_starts" in figures:
