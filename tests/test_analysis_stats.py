@@ -107,6 +107,8 @@ def test_headline_names_the_cheapest_configuration_that_meets_the_objective_and_
     ratio = srv.intervals.per_million_usd.point / sl.intervals.per_million_usd.point
     assert line.startswith("For this workload, serverless meets p95 <= 60.0 ms at $")
     assert f"{ratio:.3g} times cheaper than server" in line
+    # the targets of one repetition saw the same arrivals: the paired count is given beside the intervals
+    assert line.endswith("By repetition (the same arrivals), serverless's p95 was lower than server's in 0 of 2.")
     # an objective only the server meets: serverless is cheaper but misses it, and the headline says so
     [strict] = load_experiment(tmp_path, slo_p95_ms=20.0).headlines()
     assert strict.startswith("For this workload, server meets p95 <= 20.0 ms") and "misses it" in strict

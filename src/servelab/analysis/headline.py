@@ -16,6 +16,11 @@ Rules, all on the bootstrap intervals of :mod:`servelab.analysis.stats`:
   the cheapest configuration that reached the minimum success ratio, and the sentence says that
   no objective was given.
 - Without prices, the sentence names the lowest p95 instead, with its ties.
+- Intervals pool each configuration's repetitions, and repetitions differ in their arrivals
+  (seed + r), so a workload whose realisations differ a lot gives wide intervals and ties. The
+  targets of one repetition saw the *same* arrivals, though: a second sentence gives that paired
+  view, "by repetition (the same arrivals), X's p95 was lower than W's in k of n". It counts,
+  it does not test: with 3 repetitions even 3 of 3 happens by chance one time in four.
 """
 
 from __future__ import annotations
@@ -58,6 +63,22 @@ def _cost(g: ConfigGroup) -> Interval:
     return g.intervals.per_million_usd if g.intervals else Interval.unknown()
 
 
+def _paired(a: ConfigGroup, b: ConfigGroup) -> str:
+    """"By repetition (the same arrivals), A's p95 was lower than B's in k of n." ("" if no pairs)."""
+    def key(r: object) -> object:
+        cfg = r.config  # type: ignore[attr-defined]
+        return cfg.get("repetition", cfg.get("seed"))
+
+    b_runs = {key(r): r for r in b.runs if key(r) is not None}
+    pairs = [(r.p95_ms, b_runs[key(r)].p95_ms) for r in a.runs if key(r) in b_runs]
+    pairs = [(x, y) for x, y in pairs if math.isfinite(x) and math.isfinite(y)]
+    if len(pairs) < 2:
+        return ""
+    lower = sum(1 for x, y in pairs if x < y)
+    return (f" By repetition (the same arrivals), {a.label}'s p95 was lower than {b.label}'s in {lower} of "
+            f"{len(pairs)}.")
+
+
 def headline(groups: Sequence[ConfigGroup], *, scenario: str = "", slo_p95_ms: float | None = None) -> str:
     """The sentence for the configurations that faced one load (one scenario of the report)."""
     where = f"For workload {scenario}" if scenario else "For this workload"
@@ -81,8 +102,10 @@ def headline(groups: Sequence[ConfigGroup], *, scenario: str = "", slo_p95_ms: f
         if not meets:
             best = min(eligible, key=lambda g: _p95(g).point)
             cost = f" at {_usd(_cost(best).point)} per 1M requests" if _cost(best).known else ""
+            rivals = [g for g in eligible if g is not best and _target(g) != _target(best)]
+            paired = _paired(best, min(rivals, key=lambda g: _p95(g).point)) if rivals else ""
             return (f"{where}, no configuration meets p95 <= {_ms(slo_p95_ms)} ms with 95% confidence; the lowest "
-                    f"p95 is {best.label}'s, {_ci(_p95(best), _ms)} ms{cost}.")
+                    f"p95 is {best.label}'s, {_ci(_p95(best), _ms)} ms{cost}.{paired}")
         objective = f"p95 <= {_ms(slo_p95_ms)} ms"
         note = ""
     else:
@@ -108,10 +131,10 @@ def headline(groups: Sequence[ConfigGroup], *, scenario: str = "", slo_p95_ms: f
         ratio = _cost(w).point / _cost(x).point if _cost(x).point > 0 else math.inf
         if ratio >= 1:
             return (f"{lead}, {ratio:.3g} times cheaper than {w.label} ({_usd(_cost(w).point)} per 1M, "
-                    f"{wp95}{', which ' + misses if misses else ''}){note}.")
+                    f"{wp95}{', which ' + misses if misses else ''}){note}.{_paired(x, w)}")
         # only with an objective: X is the cheapest that meets it, so a cheaper W does not
         return (f"{lead}{note}; {w.label} is {1 / ratio:.3g} times cheaper ({_usd(_cost(w).point)} per 1M) "
-                f"but {misses or 'does not meet it'} ({wp95}).")
+                f"but {misses or 'does not meet it'} ({wp95}).{_paired(x, w)}")
     return (f"{lead}, a cost tie with {w.label} ({_usd(_cost(w).point)} per 1M, {wp95}; the cost intervals "
-            f"overlap){note}.")
+            f"overlap){note}.{_paired(x, w)}")
 
