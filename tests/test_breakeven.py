@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from servelab.analysis.breakeven import Offering, break_even, curve
-from servelab.analysis.catalog import load_catalog
-from servelab.analysis.cost import estimate
 from servelab.analysis.report import write_report
+from servelab.billing.catalog import load_catalog
+from servelab.billing.pricing import estimate
 from servelab.errors import ConfigError
 from test_report import BASE, EC2, LAMBDA, synthetic_records, write_plan, write_run
 

@@ -18,7 +18,7 @@ grows. Where the lines cross is the break-even rate. Steady state, computed, not
   ``max_instances`` (NaN beyond).
 
 ``workers`` per instance defaults to the entry's vCPUs (one single-threaded worker per vCPU).
-Every price comes from :func:`servelab.analysis.cost.estimate`, so the figure and ``servelab
+Every price comes from :func:`servelab.billing.pricing.estimate`, so the figure and ``servelab
 cost`` agree. Units: rates req/s, times ms, money USD per million requests.
 """
 
@@ -31,8 +31,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from servelab.analysis.catalog import Catalog, InstanceHourEntry, ServerlessEntry, load_catalog
-from servelab.analysis.cost import estimate
+from servelab.billing.catalog import Catalog, InstanceHourEntry, ServerlessEntry, load_catalog
+from servelab.billing.pricing import estimate
 from servelab.errors import ConfigError
 
 OfferingKind = Literal["serverless", "server", "managed"]
