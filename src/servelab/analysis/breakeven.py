@@ -255,8 +255,8 @@ def offerings_from_experiment(exp: Any) -> tuple[list[Offering], list[tuple[str,
     for kind, g in chosen.items():
         cfg = g.runs[0].config
         settings = cfg.get("target_settings") if isinstance(cfg.get("target_settings"), dict) else {}
-        times = [(r.summary.decomposition_ms.get("function") or {}).get("mean") for r in g.runs]
-        times = [t for t in times if t is not None and math.isfinite(t) and t > 0]
+        raw = [(r.summary.decomposition_ms.get("function") or {}).get("mean") for r in g.runs]
+        times = [float(t) for t in raw if t is not None and math.isfinite(t) and t > 0]
         if not times:
             notes.append(f"{g.label}: no measured function time; left out of the break-even figure")
             continue

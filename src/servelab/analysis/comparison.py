@@ -18,7 +18,7 @@ from servelab.analysis.report import load_experiment
 from servelab.analysis.report_render import GROUP_COLUMNS, group_ranks, group_row
 
 
-def comparison(directory: str | os.PathLike, **load_kwargs: Any) -> dict[str, Any]:
+def comparison(directory: str | os.PathLike[str], **load_kwargs: Any) -> dict[str, Any]:
     """The comparison of every configuration under ``directory`` (see :func:`load_experiment`)."""
     exp = load_experiment(directory, **load_kwargs)
     ranks = group_ranks(exp)

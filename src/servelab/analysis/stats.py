@@ -103,7 +103,8 @@ def _pooled_cdf(samples: Sequence[RunSample], xs: np.ndarray) -> np.ndarray:
     """Fraction of the pooled ok requests at or below each of ``xs``, runs weighted by ok count."""
     weights = np.array([s.ok for s in samples], dtype=np.float64)
     cdfs = np.stack([np.interp(xs, s.latency_quantiles_ms, s.probs, left=0.0, right=1.0) for s in samples])
-    return weights @ cdfs / weights.sum()
+    pooled: np.ndarray = weights @ cdfs / weights.sum()
+    return pooled
 
 
 def _grid(samples: Sequence[RunSample]) -> np.ndarray:

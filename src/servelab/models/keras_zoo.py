@@ -20,6 +20,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from servelab.errors import RuntimeNotAvailableError, UnknownModelError
 
@@ -44,7 +45,7 @@ KERAS_ZOO: dict[str, KerasEntry] = {
 }
 
 
-def _tensorflow():  # type: ignore[no-untyped-def]
+def _tensorflow() -> Any:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         import tensorflow as tf
@@ -54,7 +55,7 @@ def _tensorflow():  # type: ignore[no-untyped-def]
     return tf
 
 
-def build_saved_model(name: str, out_dir: str | os.PathLike, *, seed: int = 0, force: bool = False) -> Path:
+def build_saved_model(name: str, out_dir: str | os.PathLike[str], *, seed: int = 0, force: bool = False) -> Path:
     """Build ``name`` with Keras into ``out_dir/<name>-tf`` (a SavedModel directory) and return it.
 
     Cached: an existing directory built with the same seed is returned as is unless ``force``.
@@ -83,17 +84,10 @@ def build_saved_model(name: str, out_dir: str | os.PathLike, *, seed: int = 0, f
         weights=None, input_shape=(entry.image_size, entry.image_size, 3), classes=entry.classes,
         alpha=entry.alpha)
 
-    class Served(tf.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        @tf.function(input_signature=[tf.TensorSpec([None, entry.image_size, entry.image_size, 3], tf.float32,
-                                                    name="input")])
-        def serve(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
-            return {"output": self.model(x, training=False)}
-
-    served = Served()
+    served = tf.Module()
+    served.model = model  # tracked: its variables are saved with the signature
+    spec = tf.TensorSpec([None, entry.image_size, entry.image_size, 3], tf.float32, name="input")
+    served.serve = tf.function(lambda x: {"output": model(x, training=False)}, input_signature=[spec])
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)

@@ -106,10 +106,11 @@ def _first_requests(spec: MMPPSpec, n: int, seed: int) -> Arrivals:
     horizon_s = max(spec.duration_s * 1.25, 1.0)
     while True:
         rng = np.random.default_rng(seed)
-        times_s, states, (switch_s, path_states) = _mmpp(spec, horizon_s, rng)
-        if times_s.size >= n:
+        times_s, states, path = _mmpp(spec, horizon_s, rng)
+        if times_s.size >= n and path is not None:
             break
         horizon_s *= 2.0
+    switch_s, path_states = path
     times_s = times_s[:n]
     end_s = float(np.nextafter(times_s[-1], np.inf))
     keep = switch_s < end_s

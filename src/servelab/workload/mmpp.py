@@ -240,7 +240,8 @@ def validate_transition(p: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray
     if n > 1 and np.linalg.matrix_rank(m - np.eye(n)) != n - 1:
         raise WorkloadError("transition matrix has more than one stationary distribution: two or more groups "
                             "of states are never left once entered; add transitions that connect them")
-    return m
+    out: np.ndarray = m
+    return out
 
 
 def stationary_distribution_discrete(p: np.ndarray) -> np.ndarray:
