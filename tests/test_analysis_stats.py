@@ -123,3 +123,19 @@ def test_identical_configurations_tie_in_the_report_instead_of_being_ranked(tmp_
     assert "tie (1)" in rows["serverless"].split("|")[-3] and "tie (1)" in rows["server"].split("|")[-3]
     html = files.html.read_text()
     assert "headline" in html and "tie (1)" in html
+
+
+def test_the_comparison_the_executor_writes_has_intervals_ranks_and_the_headline(tmp_path: Path) -> None:
+    import json
+
+    from servelab.analysis.comparison import comparison, comparison_table
+
+    two_targets(tmp_path, server_ms=10.0, serverless_ms=40.0, reps=2)
+    doc = comparison(tmp_path, slo_p95_ms=200.0)
+    by = {g["label"]: g for g in doc["groups"]}
+    assert by["server"]["rank_p95"] == "1" and by["serverless"]["rank_p95"] == "2"  # far apart: ranked
+    p95 = by["serverless"]["intervals"]["latency_ms"]["p95"]
+    assert p95["low"] <= p95["point"] <= p95["high"] and by["serverless"]["intervals"]["runs"] == 2
+    assert doc["headlines"][0].startswith("For this workload, ")
+    json.dumps(doc)  # what comparison.json holds must be plain JSON
+    assert comparison_table(doc).row_count == 2
