@@ -139,3 +139,24 @@ def test_the_comparison_the_executor_writes_has_intervals_ranks_and_the_headline
     assert doc["headlines"][0].startswith("For this workload, ")
     json.dumps(doc)  # what comparison.json holds must be plain JSON
     assert comparison_table(doc).row_count == 2
+
+
+def test_without_an_objective_the_headline_says_so_and_uses_the_cheapest_configurations_own_bound(
+        tmp_path: Path) -> None:
+    two_targets(tmp_path, server_ms=10.0, serverless_ms=20.0)
+    [line] = load_experiment(tmp_path).headlines()
+    sl = next(g for g in load_experiment(tmp_path).groups if g.label == "serverless")
+    bound = sl.intervals.latency_ms[95].high
+    assert line.startswith(f"For this workload, serverless meets p95 <= {bound:.1f} ms at $")
+    assert "no objective set" in line
+
+
+def test_configurations_whose_costs_overlap_are_a_cost_tie_not_a_ratio(tmp_path: Path) -> None:
+    plan = [(f"{m}-r{r}", {**BASE, "memory_mb": m, "repetition": r, "seed": r}) for r in range(2) for m in (1024, 1025)]
+    write_plan(tmp_path, "tie", plan)
+    for rid, cfg in plan:
+        write_run(tmp_path, rid, cfg, synthetic_records(rid, n=200, base_ms=20.0, seed=int(rid[-1]), cold_every=0,
+                                                        memory_mb=cfg["memory_mb"]))
+    [line] = load_experiment(tmp_path, slo_p95_ms=500.0).headlines()
+    assert "meets p95 <= 500.0 ms at $" in line and "times cheaper" not in line
+    assert line.count("a cost tie with") == 1 and "the cost intervals overlap" in line

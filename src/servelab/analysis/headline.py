@@ -114,15 +114,15 @@ def headline(groups: Sequence[ConfigGroup], *, scenario: str = "", slo_p95_ms: f
     x = min(meets, key=lambda g: _cost(g).point)
     if slo_p95_ms is None:
         objective = f"p95 <= {_ms(_p95(x).high)} ms"
-    x_ties = [g.label for g in meets if g is not x and not _cost(g).separated_from(_cost(x))]
+    others = [g for g in priced if g is not x]
+    different = [g for g in others if _target(g) != _target(x)]
+    w = min(different or others, key=lambda g: _cost(g).point) if others else None
+    # other configurations that meet it as cheaply (W, if one of them, is named below instead)
+    x_ties = [g.label for g in meets if g is not x and g is not w and not _cost(g).separated_from(_cost(x))]
     tie_x = f" (a cost tie with {', '.join(x_ties)})" if x_ties else ""
     lead = f"{where}, {x.label} meets {objective} at {_usd(_cost(x).point)} per 1M requests{tie_x}"
-
-    others = [g for g in priced if g is not x]
-    if not others:
+    if w is None:
         return lead + note + "; it is the only priced configuration."
-    different = [g for g in others if _target(g) != _target(x)]
-    w = min(different or others, key=lambda g: _cost(g).point)
     wp95 = f"p95 {_ci(_p95(w), _ms)} ms"
     misses = ""
     if slo_p95_ms is not None and w not in meets:
