@@ -225,6 +225,23 @@ def test_a_full_connection_pool_is_reported(server, tmp_path) -> None:
     assert not wide.pool_saturated and wide.max_in_flight > 2
 
 
+def test_the_send_is_stamped_when_the_bytes_are_written_so_a_wait_for_a_connection_is_lag(server, tmp_path) -> None:
+    """Two requests due 1 ms apart, one pooled connection, a server that takes 150 ms: the second
+    request's bytes can only leave once the first answer is in, and its send lag says so."""
+    res, t = go(TargetSpec("http", url=f"{server.url}/slow?ms=150"), np.array([0.0, 0.001]), tmp_path,
+                max_connections=1)
+    first, second = rows(t)
+    assert second["sent_s"] >= first["completed_s"] - 0.005
+    assert second["send_lag_ms"] >= 100.0 and first["send_lag_ms"] < 50.0
+    assert res.send_lag_max_ms == pytest.approx(second["send_lag_ms"])
+    assert res.start_monotonic_s is not None and res.start_monotonic_s <= time.monotonic()
+
+
+def test_a_target_without_a_socket_keeps_the_send_stamped_at_the_task_start(tmp_path) -> None:
+    _, t = go(TargetSpec("null"), steady(200, 20), tmp_path)
+    assert t.num_rows == 20 and all(r["sent_s"] >= r["scheduled_s"] for r in t.to_pylist())
+
+
 # ----- what the answers mean ---------------------------------------------------------------------
 
 

@@ -22,7 +22,7 @@ from servelab.errors import (
 )
 from servelab.runtimes import torch_rt
 
-RUNTIME_NAMES = list(runtimes.RUNTIMES)
+RUNTIME_NAMES = list(runtimes.ONNX_RUNTIMES)  # tensorflow: tests/test_runtime_tensorflow.py
 
 
 def _save(tmp_path: Path, name: str, nodes: list, inputs: list, outputs: list, inits: list = ()) -> Path:
@@ -132,11 +132,11 @@ def test_torch_sessions_each_run_with_their_own_thread_count(tiny_models: dict[s
 
 
 @pytest.mark.parametrize("call", [
-    lambda p: runtimes.load(p, runtime="tensorflow"),
-    lambda p: runtimes.import_runtime("tensorflow"),
+    lambda p: runtimes.load(p, runtime="tvm"),
+    lambda p: runtimes.import_runtime("tvm"),
 ])
 def test_unknown_runtime_is_a_config_error_listing_the_choices(tiny_models: dict[str, Path], call) -> None:
-    with pytest.raises(ConfigError, match=r"unknown runtime 'tensorflow': choose one of onnxruntime, torch"):
+    with pytest.raises(ConfigError, match=r"unknown runtime 'tvm': choose one of onnxruntime, torch, tensorflow"):
         call(tiny_models["noop"])
 
 

@@ -203,3 +203,12 @@ def estimate_cmd(
                     as_of=_date(as_of))
            for e in entry]
     _emit(out, as_json, as_csv)
+
+
+def _register_breakeven() -> None:
+    from servelab.analysis.breakeven_cli import breakeven_cmd
+
+    app.command("breakeven")(breakeven_cmd)
+
+
+_register_breakeven()

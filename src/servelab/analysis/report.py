@@ -48,6 +48,7 @@ import numpy as np
 import pyarrow as pa
 
 from servelab.analysis.metrics import INIT_PARTS, RunSummary, column, load_run, mask, summarize_run
+from servelab.analysis.stats import GroupIntervals, RunSample, group_intervals
 from servelab.errors import ConfigError, ServelabError
 
 PLAN_FILE = "plan.json"
@@ -135,6 +136,7 @@ class ConfigGroup:
     eligible: bool = True  # success ratio at least the report's min_sr
     on_front: bool = False  # on the cost / p95 Pareto front of its scenario
     scenario: str = ""  # the load it faced (workload · model where they vary); "" when all share one
+    intervals: GroupIntervals | None = None  # bootstrap CIs over its repetitions (servelab.analysis.stats)
 
     @property
     def requests(self) -> int:
@@ -200,6 +202,14 @@ class Experiment:
     warnings: list[str]
     min_sr: float
     generated_at: str
+    slo_p95_ms: float | None = None  # the objective the headline checks (None: none given)
+
+    def headlines(self) -> list[str]:
+        """One sentence per scenario: who meets the objective, at what cost, against whom."""
+        from servelab.analysis.headline import headline
+
+        return [headline([g for g in self.groups if g.scenario == s], scenario=s, slo_p95_ms=self.slo_p95_ms)
+                for s in self.scenarios]
 
     @property
     def front(self) -> list[ConfigGroup]:
@@ -229,13 +239,15 @@ class Experiment:
 
 def load_experiment(directory: str | os.PathLike, *, catalog: Any = None, price_entry: str | None = None,
                     include_partial: bool = False, min_sr: float = DEFAULT_MIN_SR,
-                    max_bins: int = DEFAULT_MAX_BINS) -> Experiment:
+                    max_bins: int = DEFAULT_MAX_BINS, slo_p95_ms: float | None = None) -> Experiment:
     """Read and summarise every run under ``directory``.
 
     ``price_entry`` prices the runs whose config names none; ``catalog`` (a
     :class:`~servelab.billing.catalog.Catalog`) defaults to the shipped one. Unfinished runs
     (no ``DONE`` and a ``run.json`` that does not say ``completed``) are left out unless
-    ``include_partial``. Raises :class:`ConfigError` when there is nothing to report.
+    ``include_partial``. ``slo_p95_ms`` is the p95 objective the headline checks; by default the
+    experiment's own ``slo_p95_ms`` (plan.json), else none. Raises :class:`ConfigError` when there
+    is nothing to report.
     """
     root = Path(directory)
     if not root.is_dir():
@@ -244,6 +256,8 @@ def load_experiment(directory: str | os.PathLike, *, catalog: Any = None, price_
         raise ConfigError(f"min_sr must be between 0 and 1, got {min_sr}")
     if max_bins < 1:
         raise ConfigError(f"max_bins must be at least 1, got {max_bins}")
+    if slo_p95_ms is not None and not slo_p95_ms > 0:
+        raise ConfigError(f"the p95 objective must be a positive number of ms, got {slo_p95_ms}")
     warnings: list[str] = []
     plan = _read_plan(root, warnings)
     plan_configs = {str(r["run_id"]): _plan_config(r) for r in plan.get("runs", [])
@@ -283,9 +297,15 @@ def load_experiment(directory: str | os.PathLike, *, catalog: Any = None, price_
     experiment = plan.get("experiment")
     name = str(plan.get("name") or (experiment.get("name") if isinstance(experiment, dict) else None)
                or root.resolve().name)
+    single = sum(1 for g in groups if len(g.runs) == 1)
+    if single:
+        warnings.append(f"{single} of {len(groups)} configuration(s) ran once: their intervals are request-level "
+                        "only and cannot show run-to-run variation (set repetitions: 3 or more)")
+    if slo_p95_ms is None and isinstance(experiment, dict) and experiment.get("slo_p95_ms"):
+        slo_p95_ms = _float(experiment["slo_p95_ms"])
     return Experiment(name=name, directory=root, runs=runs, groups=groups, skipped=skipped,
                       warnings=warnings, min_sr=min_sr,
-                      generated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
+                      generated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), slo_p95_ms=slo_p95_ms)
 
 
 class _Skip(Exception):
@@ -589,6 +609,7 @@ def _group(runs: list[RunReport], min_sr: float) -> list[ConfigGroup]:
     for g, scenario in zip(groups, scenario_labels(firsts), strict=True):
         g.eligible = bool(g.success_ratio >= min_sr)
         g.scenario = scenario
+        g.intervals = _intervals(g)
     for scenario in dict.fromkeys(g.scenario for g in groups):  # a front per scenario, never across loads
         eligible = [g for g in groups if g.eligible and g.scenario == scenario]
         front = pareto_front(np.array([g.p95_ms for g in eligible]),
@@ -596,6 +617,16 @@ def _group(runs: list[RunReport], min_sr: float) -> list[ConfigGroup]:
         for g, on in zip(eligible, front, strict=True):
             g.on_front = bool(on)
     return groups
+
+
+def _intervals(group: ConfigGroup) -> GroupIntervals:
+    """Bootstrap CIs for a configuration, seeded by its key so a report is reproducible."""
+    import zlib
+
+    samples = [RunSample(latency_quantiles_ms=r.latency_quantiles_ms, probs=CDF_PROBS,
+                         ok=r.summary.by_status.get("ok", 0), count=r.summary.count,
+                         total_usd=r.cost.total_usd if r.cost else math.nan) for r in group.runs]
+    return group_intervals(samples, seed=zlib.crc32(group.key.encode()))
 
 
 def scenario_labels(configs: Iterable[Mapping[str, Any]]) -> list[str]:

@@ -31,6 +31,8 @@ def report(
                                  "(no DONE), with what they measured."),
     min_sr: float = typer.Option(0.99, "--min-sr", help="Success ratio a configuration needs to be on "
                                  "the cost / p95 Pareto front."),
+    slo_ms: float = typer.Option(None, "--slo-ms", help="p95 objective (ms) the headline checks (default: "
+                                 "the experiment's slo_p95_ms, else none)."),
     max_bins: int = typer.Option(600, "--max-bins", help="Most time bins per run in the over-time figures "
                                  "(longer runs get 2, 5, 10 … s bins)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the report's path, not the summary."),
@@ -48,7 +50,8 @@ def report(
     console = Console(stderr=True)
     with console.status("reading runs and drawing figures…"):
         files = write_report(directory, out_dir=out, catalog=catalog, price_entry=price_entry,
-                             include_partial=partial, min_sr=min_sr, max_bins=max_bins)
+                             include_partial=partial, min_sr=min_sr, max_bins=max_bins,
+                             slo_p95_ms=slo_ms)
     if quiet:
         typer.echo(str(files.html))
     elif sys.stdout.isatty():

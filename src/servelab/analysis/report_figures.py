@@ -73,7 +73,32 @@ def render_figures(exp: Experiment) -> dict[str, bytes]:
             out["cold_starts"] = _png(cold_start_bars(exp.groups, colors))
         for run in exp.runs:
             out[f"timeline-{run.run_id}"] = _png(timeline(run, exp.group_of(run).label))
+    be = breakeven_png(exp)
+    if be is not None:
+        out["breakeven"] = be
     return out
+
+
+def breakeven_png(exp: Experiment) -> bytes | None:
+    """Cost per 1M requests vs rate for the experiment's serverless / server / managed targets,
+    from their measured function times and price entries (servelab.analysis.breakeven), with
+    the measured configurations marked; None when fewer than two of those kinds were priced."""
+    from servelab.analysis.breakeven import break_even, figure_png, offerings_from_experiment
+    from servelab.errors import ServelabError
+
+    offerings, marks, _ = offerings_from_experiment(exp)
+    if not offerings:
+        return None
+    measured = [m[1] for m in marks if m[1] > 0]
+    lo = min([0.01, *[r / 10 for r in measured]])
+    hi = max([1000.0, *[r * 10 for r in measured]])
+    try:
+        result = break_even(offerings, np.logspace(np.log10(lo), np.log10(hi), 201))
+    except ServelabError as e:
+        exp.warnings.append(f"break-even figure left out: {e}")
+        return None
+    return figure_png(result, title="cost per 1M requests vs average rate (steady load, measured service times)",
+                      marks=marks)
 
 
 def group_colors(groups: list[ConfigGroup]) -> dict[str, Any]:

@@ -47,6 +47,14 @@ HOW_COLD = (
     "reported: process start, imports, model fetch from the store and model load into the runtime; "
     "grey is the part of init no part accounts for. The label gives the mean total and how many "
     "cold starts it averages.")
+HOW_BREAKEVEN = (
+    "Each line is what one way of serving this model would cost per million requests at a steady "
+    "average rate (x), computed from the service time the experiment measured for it and its price "
+    "entry: serverless bills per request (flat; warm requests only, no cold-start init), a server "
+    "bills its machines per hour whether busy or not (falling as 1/rate, ending at its capacity), a "
+    "managed endpoint adds instances at 70% utilisation (steps). Dotted lines mark where two lines "
+    "cross: the break-even rates. Black points are the configurations as measured (their offered "
+    "rate and cost). `servelab cost breakeven` draws the same from a profile.")
 HOW_TIMELINE = (
     "Top: p50 and p99 latency of the successful requests, by the second they were scheduled in. "
     "Middle: distinct instances that completed requests in that second (green) and requests that "
@@ -93,6 +101,55 @@ def fmt_int(x: int | None) -> str:
     return "-" if x is None else f"{x:,}"
 
 
+def fmt_ci(iv: Any, fmt: Any) -> str:
+    """``point [low–high]`` of a :class:`~servelab.analysis.stats.Interval` (``-`` when unknown)."""
+    if iv is None or not iv.known:
+        return "-"
+    return f"{fmt(iv.point)} [{fmt(iv.low)}–{fmt(iv.high)}]"
+
+
+def group_ranks(exp: Experiment) -> dict[str, tuple[str, str]]:
+    """Per configuration key: its rank by p95 and by cost within its scenario, ``tie (n)`` where
+    its interval overlaps another's (servelab.analysis.stats.rank)."""
+    from servelab.analysis.stats import Interval, rank
+
+    out: dict[str, tuple[str, str]] = {}
+    for scenario in exp.scenarios:
+        groups = [g for g in exp.groups if g.scenario == scenario and g.eligible and g.intervals]
+        by_p95 = {r.name: r.text for r in rank([(g.key, g.intervals.latency_ms.get(95, Interval.unknown()))
+                                                 for g in groups if g.intervals])}
+        by_cost = {r.name: r.text for r in rank([(g.key, g.intervals.per_million_usd)
+                                                  for g in groups if g.intervals])}
+        for g in groups:
+            out[g.key] = (by_p95.get(g.key, "-"), by_cost.get(g.key, "-"))
+    return out
+
+
+GROUP_COLUMNS: tuple[tuple[str, bool], ...] = (
+    ("configuration", False), ("runs", True), ("requests", True), ("SR [95% CI]", True),
+    ("p50 ms [95% CI]", True), ("p95 ms [95% CI]", True), ("p99 ms [95% CI]", True),
+    ("USD per 1M [95% CI]", True), ("rank p95", True), ("rank cost", True),
+)
+
+
+def group_row(g: ConfigGroup, ranks: Mapping[str, tuple[str, str]]) -> list[str]:
+    """One configuration-table row: pooled estimates with their bootstrap intervals and ranks."""
+    iv = g.intervals
+    lat = iv.latency_ms if iv else {}
+    rank_p95, rank_cost = ranks.get(g.key, ("-", "-") if g.eligible else ("SR too low", "SR too low"))
+    return [g.label + (f" ({g.scenario})" if g.scenario else ""), fmt_int(len(g.runs)), fmt_int(g.requests),
+            fmt_ci(iv.success_ratio if iv else None, fmt_sr), fmt_ci(lat.get(50), fmt_ms),
+            fmt_ci(lat.get(95), fmt_ms), fmt_ci(lat.get(99), fmt_ms),
+            fmt_ci(iv.per_million_usd if iv else None, fmt_usd), rank_p95, rank_cost]
+
+
+HOW_RANK = (
+    "Pooled over each configuration's repetitions, with 95% bootstrap intervals (runs resampled, then "
+    "requests within them). Configurations are ranked within a load only where their intervals do "
+    "not overlap; overlapping ones are a tie, shown as 'tie (n)'. One repetition gives request-level "
+    "intervals only: they cannot show how much a whole run varies.")
+
+
 def run_row(run: RunReport, group: ConfigGroup) -> list[str]:
     """One summary-table row as plain strings (shared by the HTML and the markdown)."""
     lat = run.summary.latency_ms or {}
@@ -117,12 +174,19 @@ def render_markdown(exp: Experiment, files: Mapping[str, str]) -> str:
 
     ``files`` maps "html" and figure names to the paths to print.
     """
-    lines = [f"# servelab report: {exp.name}", "",
-             _subtitle(exp, markdown=True), ""]
+    lines = [f"# servelab report: {exp.name}", ""]
+    lines += [f"**{h}**" for h in exp.headlines()]
+    lines += ["", _subtitle(exp, markdown=True), ""]
     lines.append("| " + " | ".join(c for c, _ in SUMMARY_COLUMNS) + " |")
     lines.append("|" + "|".join("---:" if num else "---" for _, num in SUMMARY_COLUMNS) + "|")
     for run in exp.runs:
         lines.append("| " + " | ".join(_md_cell(c) for c in run_row(run, exp.group_of(run))) + " |")
+    lines += ["", "Configurations (" + HOW_RANK + ")", ""]
+    lines.append("| " + " | ".join(c for c, _ in GROUP_COLUMNS) + " |")
+    lines.append("|" + "|".join("---:" if num else "---" for _, num in GROUP_COLUMNS) + "|")
+    ranks = group_ranks(exp)
+    for g in exp.groups:
+        lines.append("| " + " | ".join(_md_cell(c) for c in group_row(g, ranks)) + " |")
     lines.append("")
     front = exp.front
     if front:
@@ -207,19 +271,19 @@ def _summary_table(exp: Experiment, colors: Mapping[str, Any]) -> str:
 
 
 def _groups_table(exp: Experiment, colors: Mapping[str, Any]) -> str:
-    head = ("<tr><th>configuration</th><th class='num'>runs</th><th class='num'>requests</th>"
-            "<th class='num'>SR (pooled)</th><th class='num'>p95 ms (median)</th>"
-            "<th class='num'>USD per 1M (median)</th><th>Pareto front</th></tr>")
+    head = "".join(f'<th class="{"num" if num else ""}">{_e(c)}</th>' for c, num in GROUP_COLUMNS)
+    head += "<th>Pareto front</th>"
+    ranks = group_ranks(exp)
     rows = []
     for g in sorted(exp.groups, key=lambda g: (not g.on_front, g.p95_ms if math.isfinite(g.p95_ms) else math.inf)):
         front = "★ yes" if g.on_front else ("no (SR too low)" if not g.eligible else "no")
-        rows.append(
-            f'<tr class="{"front" if g.on_front else ("bad" if not g.eligible else "")}">'
-            f'<td><span class="swatch" style="background:{_css_color(colors[g.key])}"></span>{_e(g.label)}</td>'
-            f'<td class="num">{len(g.runs)}</td><td class="num">{fmt_int(g.requests)}</td>'
-            f'<td class="num sr">{fmt_sr(g.success_ratio)}</td><td class="num">{fmt_ms(g.p95_ms)}</td>'
-            f'<td class="num">{fmt_usd(g.per_million_usd)}</td><td>{front}</td></tr>')
-    return f'<div class="tablewrap"><table><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table></div>'
+        cells = group_row(g, ranks)
+        tds = [f'<td><span class="swatch" style="background:{_css_color(colors[g.key])}"></span>{_e(cells[0])}</td>']
+        tds += [f'<td class="num">{_e(c)}</td>' for c in cells[1:]]
+        rows.append(f'<tr class="{"front" if g.on_front else ("bad" if not g.eligible else "")}">'
+                    f'{"".join(tds)}<td>{front}</td></tr>')
+    return (f'<p class="how">{_e(HOW_RANK)}</p><div class="tablewrap"><table><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></div>')
 
 
 def _figure(figures: Mapping[str, bytes], name: str, alt: str, file_name: str) -> str:
@@ -263,8 +327,9 @@ def _configs(exp: Experiment) -> str:
 def render_html(exp: Experiment, figures: Mapping[str, bytes], colors: Mapping[str, Any],
                 file_names: Mapping[str, str]) -> str:
     """The whole report as one HTML document (figures embedded)."""
-    b: list[str] = [f"<h1>{_e(exp.name)}</h1>", f'<p class="meta">{_e(_subtitle(exp, markdown=False))}</p>',
-                    _machine(exp)]
+    b: list[str] = [f"<h1>{_e(exp.name)}</h1>"]
+    b += [f'<p class="headline"><strong>{_e(h)}</strong></p>' for h in exp.headlines()]
+    b += [f'<p class="meta">{_e(_subtitle(exp, markdown=False))}</p>', _machine(exp)]
     b.append('<nav><a href="#summary">Summary</a><a href="#latency">Latency</a><a href="#cost">Cost</a>'
              '<a href="#cold">Cold starts</a><a href="#time">Over time</a><a href="#details">Details</a></nav>')
     if exp.warnings or exp.skipped:
@@ -292,6 +357,11 @@ def render_html(exp: Experiment, figures: Mapping[str, bytes], colors: Mapping[s
         b.append('<p class="how">No run has a price, so there is no cost figure. Give the runs a '
                  '<code>price_entry</code> or pass <code>--price-entry ID</code>.</p>')
     b.append(_groups_table(exp, colors))
+    if "breakeven" in figures:
+        b.append('<h3 id="breakeven">Break-even: cost per 1M requests vs request rate</h3>')
+        b.append(f'<p class="how">{_e(HOW_BREAKEVEN)}</p>')
+        b.append(_figure(figures, "breakeven", "cost per million requests vs average request rate",
+                         file_names["breakeven"]))
 
     b.append('<h2 id="cold">Cold starts</h2>')
     if "cold_starts" in figures:

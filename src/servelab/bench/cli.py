@@ -115,17 +115,27 @@ def run_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Output directory; an existing one is resumed."),
     only: list[str] = typer.Option(None, "--only", help="Run only these run ids (or prefixes); repeatable."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or per-run lines."),
+    threshold: list[str] = typer.Option(None, "--threshold", help="Pass rule for every run, repeatable: "
+                                        "'p95<200ms', 'errors<1%' (docs/loadgen.md); a breach exits 99."),
+    fail_if_all_failed: bool = typer.Option(True, "--fail-if-all-failed/--allow-all-failed",
+                                            help="Exit 99 when every request of a run failed (the default)."),
 ) -> None:
     """Run an experiment: every planned run, resumable (finished runs are never redone)."""
+    from servelab.analysis import thresholds as th
     from servelab.bench.executor import Executor, read_summary
     from servelab.bench.planner import make_plan
     from servelab.bench.spec import load_experiment
 
+    rules = th.parse_thresholds(threshold)
     plan = make_plan(load_experiment(experiment))
     if not quiet:
         console.print(plan_footer(plan, _done_in(out)))
     result = Executor(plan, out, console=console, quiet=quiet, only=only).run()
     console.print(results_table(read_summary(out)))
+    if result.comparison:
+        from servelab.analysis.comparison import comparison_table
+
+        console.print(comparison_table(result.comparison))
     console.print(f"{len(result.completed)} run(s) done now, {len(result.already_done)} done before, "
                   f"{len(result.skipped)} skipped, {len(result.failed)} failed in "
                   f"{_duration(result.elapsed_s)}; output in {out}")
@@ -133,6 +143,12 @@ def run_cmd(
         for rid, msg in result.failed:
             console.print(f"[red]failed[/] {rid}: {msg}")
         raise typer.Exit(1)
+    verdicts = [v for line in read_summary(out) if line.get("status") == "done"
+                for v in th.evaluate(line.get("summary") or {}, rules, fail_if_all_failed=fail_if_all_failed,
+                                     run=line["run_id"])]
+    code = th.exit_code(verdicts, console.print, show_passes=bool(rules))
+    if code:
+        raise typer.Exit(code)
 
 
 def register(root: typer.Typer) -> None:

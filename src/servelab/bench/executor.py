@@ -4,6 +4,7 @@ Output directory::
 
     DIR/plan.json                    the experiment and every planned run (ids, configs, estimates)
     DIR/summary.json                 JSON lines, one per finished or skipped run, in plan order
+    DIR/comparison.json              configurations with bootstrap intervals, ranks and headline
     DIR/platform/  DIR/platform.log  the local platform's home and output (when a target uses it)
     DIR/models/                      zoo models built for the experiment
     DIR/runs/<run_id>/config.json    resolved config + target info + machine + versions
@@ -58,6 +59,7 @@ class ExecutionResult:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (run_id, error)
     moved_aside: list[str] = field(default_factory=list)  # partial directories kept
     elapsed_s: float = 0.0
+    comparison: dict[str, Any] | None = None  # DIR/comparison.json (None: no finished run to compare)
 
 
 # ------------------------------------------------------------------------------ small file helpers
@@ -200,6 +202,19 @@ def read_summary(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
     return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.is_file() else []
 
 
+def write_comparison(out_dir: Path, slo_p95_ms: float | None = None) -> dict[str, Any] | None:
+    """``DIR/comparison.json``: every configuration finished so far, with intervals and ranks
+    (servelab.analysis.comparison). None, and no file, when no run finished."""
+    from servelab.analysis.comparison import comparison
+
+    try:
+        doc = comparison(out_dir, slo_p95_ms=slo_p95_ms)
+    except ServelabError:  # nothing finished yet, or nothing readable: the runs themselves stand
+        return None
+    write_json(out_dir / "comparison.json", doc)
+    return doc
+
+
 class Executor:
     """Runs one plan into one output directory. ``run()`` is the whole job; the pieces are
     methods so tests and the CLI can see what happens (nothing here branches on the target)."""
@@ -250,6 +265,7 @@ class Executor:
             ctx.close()
             write_summary(self.out, self.plan)
             self.result.elapsed_s = time.monotonic() - t0
+        self.result.comparison = write_comparison(self.out, self.exp.slo_p95_ms)
         return self.result
 
     def _progress(self) -> Progress:
@@ -322,7 +338,8 @@ class Executor:
         try:
             result = loadgen_run(endpoint.target, arrivals, payloads, out_dir=rd, run_id=run.run_id,
                                  timeout_s=run.timeout_s, progress=False,
-                                 config={"duration_s": run.duration_s, "workload": run.workload_spec,
+                                 # the schedule's own length: a workload sized by requests decides it
+                                 config={"duration_s": arrivals.duration_s, "workload": run.workload_spec,
                                          "seed": run.seed, "model": run.model, "experiment": self.exp.name,
                                          "target_kind": run.kind, "target_label": run.target})
         finally:

@@ -243,7 +243,12 @@ class Experiment(_Model):
     name: str
     description: str = ""
     seed: int = Field(0, ge=0)
+    # Each configuration runs this many times, repetition r with seed + r (every target of one
+    # repetition sees the same arrivals). The report pools them and bootstraps intervals over
+    # runs and requests (servelab.analysis.stats); with 1 the intervals are request-level only,
+    # so 3 or more is what a comparison needs. The default stays 1: a first run should be quick.
     repetitions: int = Field(1, ge=1, le=1000)
+    slo_p95_ms: float | None = Field(None, gt=0)  # the p95 objective the report's headline checks
     duration_s: float | None = Field(None, gt=0)  # None: each workload's own duration
     timeout_s: float = Field(30.0, gt=0)  # per request, counted from its send
     payloads: int = Field(8, ge=1, le=1000)  # distinct seeded request bodies per run

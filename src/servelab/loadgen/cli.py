@@ -123,12 +123,18 @@ def run_cmd(
     procs: int = PROCS, timeout: float = TIMEOUT, max_connections: int = MAX_CONN,
     spin_ms: float = SPIN_MS, seed: int = SEED, quiet: bool = QUIET,
     run_id: str = typer.Option(None, "--run-id", help="Run id in every record (default: from --out)."),
+    threshold: list[str] = typer.Option(None, "--threshold", help="Pass rule, repeatable: 'p95<200ms', "
+                                        "'errors<1%', 'sr>=99%' (docs/loadgen.md); a breach exits 99."),
+    fail_if_all_failed: bool = typer.Option(True, "--fail-if-all-failed/--allow-all-failed",
+                                            help="Exit 99 when every request failed (the default)."),
 ) -> None:
     """Send a workload's requests at their scheduled times (open loop) and record every answer."""
+    from servelab.analysis import thresholds as th
     from servelab.analysis.cli import print_summaries
     from servelab.analysis.metrics import load_run, summarize_run
     from servelab.loadgen.runner import run
 
+    rules = th.parse_thresholds(threshold)
     target = _TargetOpts(function, platform, v2_model, url, null, aws_region).spec()
     bodies = _payloads(model_input, batch, payload, json_payload, seed)
     arrivals, inline = _arrivals(workload, duration, seed)
@@ -139,8 +145,9 @@ def run_cmd(
                  config={"workload": workload, "workload_spec": inline, "seed": seed,
                          "duration_s": duration,
                          "model_input": str(model_input) if model_input else None, "batch": batch})
-    if result.recorded:
-        print_summaries([summarize_run(load_run(out))], Console())
+    summary = summarize_run(load_run(out)) if result.recorded else None
+    if summary is not None:
+        print_summaries([summary], Console())
     if result.pool_saturated:
         err.print(f"[yellow]all {max_connections} pooled connections were busy at once: later requests "
                   "waited in the client (counted in their latency). Raise --max-connections if the "
@@ -148,6 +155,11 @@ def run_cmd(
     err.print(f"{result.status}: {result.recorded:,} of {result.requests:,} requests recorded in {out}")
     if result.status == "interrupted":
         raise typer.Exit(130)
+    verdicts = th.evaluate(summary.flat() if summary else {"count": 0}, rules,
+                           fail_if_all_failed=fail_if_all_failed)
+    code = th.exit_code(verdicts, err.print, show_passes=bool(rules))
+    if code:
+        raise typer.Exit(code)
 
 
 def _rate_arrivals(workload: str | None, rate: float, duration_s: float, seed: int) -> tuple[Any, str]:

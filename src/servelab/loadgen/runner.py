@@ -7,7 +7,9 @@ How it keeps the schedule honest (MLPerf LoadGen's rules):
   a completion, so a slow server cannot delay later sends.
 - Latency is measured from the *scheduled* time, not the send time (no coordinated omission),
   and ``send_lag_ms`` (actual send − scheduled) is recorded for every request, so a generator
-  that could not keep up says so instead of hiding it.
+  that could not keep up says so instead of hiding it. The send is stamped when the request's
+  bytes are written to the socket (:mod:`~servelab.loadgen.sendstamp`), not when its task
+  starts, so connection checkout and aiohttp's deferred body write count as lag.
 - ``asyncio.sleep`` wakes up to 1 ms late (epoll rounds its timeout up to a millisecond). The
   loop therefore sleeps until ``spin_s`` before the due time and then yields to the event loop
   in a tight loop (``sleep(0)``: completions still run) until the due time. With the default
@@ -48,6 +50,7 @@ import aiohttp
 import numpy as np
 
 from servelab.errors import ConfigError, ServelabError
+from servelab.loadgen import sendstamp
 from servelab.loadgen.live import LiveStats, ProgressDisplay
 from servelab.loadgen.targets import InvokeResult, Target
 from servelab.provenance import versions
@@ -76,13 +79,16 @@ class RunResult:
     abandoned: int  # sent but still in flight when an interrupted run gave up on them
     max_in_flight: int  # most requests outstanding at once (per process)
     # True when every pooled connection was busy at some point: later requests then waited in
-    # the client for a connection, and that wait counts in their latency, not in send lag.
+    # the client for a connection; the send is stamped at the socket write, so that wait counts
+    # in their send lag as well as their latency.
     pool_saturated: bool
     by_status: dict[str, int]
     send_lag_p50_ms: float | None
     send_lag_p99_ms: float | None
     send_lag_max_ms: float | None
     elapsed_s: float
+    # time.monotonic() at the run's t = 0 (system-wide on Linux): aligns records with other clocks
+    start_monotonic_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,6 +98,7 @@ class RunResult:
 class _Outcome:
     """One process's share of a run; merged across processes into a :class:`RunResult`."""
 
+    start_mono: float | None = None
     interrupted: bool = False
     sent: int = 0
     recorded: int = 0
@@ -214,10 +221,9 @@ class _Driver:
 
     async def _one(self, index: int, scheduled_s: float) -> None:
         request_id = str(index)
-        sent_s = time.monotonic() - self.start_mono
-        lag_ms = (sent_s - scheduled_s) * 1e3
+        started = time.monotonic()
+        box = sendstamp.begin()  # filled when the request's bytes are written (loadgen/sendstamp.py)
         self.out.sent += 1
-        self.out.lags_ms.append(lag_ms)
         if self.stats is not None:
             self.stats.on_sent()
         try:
@@ -228,6 +234,9 @@ class _Driver:
         except Exception as e:  # a target bug must cost one request, not the run or its records
             res = InvokeResult("error", error=f"{type(e).__name__}: {e}")
         completed_s = time.monotonic() - self.start_mono
+        sent_s = sendstamp.sent_at(box, started) - self.start_mono
+        lag_ms = (sent_s - scheduled_s) * 1e3
+        self.out.lags_ms.append(lag_ms)
         latency_ms = (completed_s - scheduled_s) * 1e3
         record = dict(res.facts)
         record.update(run_id=self.run_id, request_id=request_id, target=self.target.name,
@@ -274,16 +283,18 @@ async def _drive(target_factory: TargetFactory, times: np.ndarray, indices: np.n
     """Run one process's share and return its outcome (``out``, filled in as the run goes, so
     a caller still has the counts when a cancellation is re-raised after the cleanup)."""
     connector = aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=60)
-    async with aiohttp.ClientSession(connector=connector,
-                                     timeout=aiohttp.ClientTimeout(total=None)) as session:
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None),
+                                     trace_configs=[sendstamp.trace_config()]) as session:
         target = target_factory(session)
         sink = _Sink(RecordWriter(out_dir / "records", prefix=writer_prefix, flush_interval_s=1e9))
         start_mono = time.monotonic() if start_mono is None else start_mono
+        if out is not None:
+            out.start_mono = start_mono
         if started is not None:
             started(start_mono)
         driver = _Driver(target, times, indices, payloads, run_id=run_id, start_mono=start_mono,
                          timeout_s=timeout_s, sink=sink, stop=stop, stats=stats, spin_s=spin_s,
-                         out=out if out is not None else _Outcome())
+                         out=out if out is not None else _Outcome(start_mono=start_mono))
         keeper = asyncio.get_running_loop().create_task(driver.housekeeping(flush_interval_s, tick))
         cancelled = False
         try:
@@ -324,6 +335,7 @@ def _result(run_id: str, out_dir: Path, requests: int, outs: Sequence[_Outcome],
         send_lag_p99_ms=float(np.percentile(lags, 99)) if has else None,
         send_lag_max_ms=float(np.max(lags)) if has else None,
         elapsed_s=elapsed_s,
+        start_monotonic_s=min((o.start_mono for o in outs if o.start_mono is not None), default=None),
     )
 
 

@@ -1,4 +1,7 @@
-"""Runtimes: one interface to run a model — onnxruntime first, torch second.
+"""Runtimes: one interface to run a model — onnxruntime first, torch second, tensorflow third.
+
+onnxruntime and torch run the zoo's ONNX files; tensorflow runs a SavedModel directory of the
+same architecture built with Keras (:mod:`servelab.models.keras_zoo`).
 
 ::
 
@@ -19,13 +22,24 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from servelab.errors import ConfigError
-from servelab.runtimes.base import DEVICES, EXTRAS, RUNTIME_NAMES, Device, RuntimeName, Session, check_runtime
+from servelab.runtimes.base import (
+    DEVICES,
+    EXTRAS,
+    ONNX_RUNTIMES,
+    RUNTIME_NAMES,
+    Device,
+    RuntimeName,
+    Session,
+    check_runtime,
+)
 from servelab.runtimes.onnxruntime_rt import OnnxRuntimeSession
+from servelab.runtimes.tensorflow_rt import TensorFlowSession
 from servelab.runtimes.torch_rt import TorchSession
 
 RUNTIMES: dict[RuntimeName, type] = {
     "onnxruntime": OnnxRuntimeSession,
     "torch": TorchSession,
+    "tensorflow": TensorFlowSession,
 }
 
 
@@ -38,6 +52,8 @@ def import_runtime(name: RuntimeName) -> None:
     check_runtime(name)
     if name == "onnxruntime":
         from servelab.runtimes.onnxruntime_rt import import_library
+    elif name == "tensorflow":
+        from servelab.runtimes.tensorflow_rt import import_library
     else:
         from servelab.runtimes.torch_rt import import_library
     import_library()
@@ -72,12 +88,14 @@ def load(
 __all__ = [
     "DEVICES",
     "EXTRAS",
+    "ONNX_RUNTIMES",
     "RUNTIMES",
     "RUNTIME_NAMES",
     "Device",
     "OnnxRuntimeSession",
     "RuntimeName",
     "Session",
+    "TensorFlowSession",
     "TorchSession",
     "import_runtime",
     "load",

@@ -17,13 +17,16 @@ import numpy as np
 from servelab.errors import ConfigError
 from servelab.tensors import TensorSpec
 
-RuntimeName = Literal["onnxruntime", "torch"]
+RuntimeName = Literal["onnxruntime", "torch", "tensorflow"]
 RUNTIME_NAMES: tuple[RuntimeName, ...] = get_args(RuntimeName)
+# The runtimes that run the zoo's ONNX files (tensorflow runs a Keras-built SavedModel instead).
+ONNX_RUNTIMES: tuple[RuntimeName, ...] = ("onnxruntime", "torch")
 Device = Literal["cpu", "cuda"]
 DEVICES: tuple[Device, ...] = get_args(Device)
 
 # The pyproject extra that installs each runtime's library, for "not installed" messages.
-EXTRAS: dict[RuntimeName, str] = {"onnxruntime": "servelab[serve]", "torch": "servelab[torch]"}
+EXTRAS: dict[RuntimeName, str] = {"onnxruntime": "servelab[serve]", "torch": "servelab[torch]",
+                                  "tensorflow": "servelab[tensorflow]"}
 
 
 @runtime_checkable

@@ -32,11 +32,21 @@ def sample_inputs_for(path: Path, session: Any, batch: int) -> dict[str, np.ndar
     zoo (token ids below the vocabulary size, an all-ones mask), else random data fitting the specs."""
     from servelab.models import zoo
 
+    if path.is_dir():  # a SavedModel (tensorflow): random data fitting its specs
+        rng = np.random.default_rng(0)
+        return {spec.name: spec.random(batch, rng=rng) for spec in session.inputs}
     name = zoo.read_zoo_metadata(path).get(f"{zoo.META_PREFIX}name")
     if name in zoo.ZOO:
         return zoo.sample_inputs(name, batch)
     rng = np.random.default_rng(0)
     return {spec.name: spec.random(batch, rng=rng) for spec in session.inputs}
+
+
+def model_size_bytes(path: Path) -> int:
+    """The ONNX file's size, or a SavedModel directory's total."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
 
 
 def _check_positive(values: Iterable[int], what: str) -> list[int]:
@@ -87,7 +97,7 @@ def bench_model(
             record = {
                 "model": path.stem,
                 "model_path": str(path),
-                "file_size_bytes": path.stat().st_size,
+                "file_size_bytes": model_size_bytes(path),
                 "runtime": runtime,
                 "threads": threads,
                 "batch_size": batch,
@@ -193,6 +203,6 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": sys.version.split()[0],
         "versions": {d: _version(d) for d in ("servelab", "numpy", "onnx", "onnxruntime", "torch",
-                                              "onnx2torch")},
+                                              "onnx2torch", "tensorflow-cpu", "keras")},
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -48,6 +48,20 @@ def resolve_model(name_or_path: str, models_dir: Path) -> Path:
     return zoo.build(name_or_path, models_dir, seed=0)
 
 
+def resolve_saved_model(name_or_path: str, models_dir: Path) -> Path:
+    """For the tensorflow runtime: an existing SavedModel directory as is, else the zoo name built
+    with Keras into ``models_dir`` (an ONNX file cannot be run by TensorFlow: say so)."""
+    p = Path(name_or_path)
+    if p.is_dir():
+        return p
+    if p.suffix == ".onnx":
+        raise ConfigError(f"{p}: the tensorflow runtime runs a SavedModel, not an ONNX file; give a zoo name "
+                          "(built with Keras) or a SavedModel directory")
+    from servelab.models.keras_zoo import build_saved_model
+
+    return build_saved_model(name_or_path, models_dir, seed=0)
+
+
 def results_table(summary: list[dict[str, Any]], title: str) -> Table:
     table = Table(title=title, box=box.SIMPLE_HEAD,
                   caption="load: session creation; 1st: first inference at that batch; p50/p95: latency")
@@ -77,27 +91,35 @@ def register(app: typer.Typer) -> None:
         """Session creation time, latency (median, p95) and throughput of a model per runtime,
         thread count and batch size."""
         from servelab.config import default_home
-        from servelab.runtimes.bench import bench_isolated, machine_info, summarize
+        from servelab.runtimes.bench import bench_isolated, machine_info, model_size_bytes, summarize
 
         runtime_names = _runtimes(runtime)
         batches, thread_counts = _ints(batch, "--batch"), _ints(threads, "--threads")
         console = Console()
-        path = resolve_model(model, models_dir or default_home() / "zoo")
+        zoo_dir = models_dir or default_home() / "zoo"
+        path = resolve_model(model, zoo_dir) if set(runtime_names) - {"tensorflow"} else None
+        # tensorflow runs a SavedModel of the same architecture, built with Keras (models/keras_zoo.py)
+        tf_path = resolve_saved_model(model, zoo_dir) if "tensorflow" in runtime_names else None
+        shown = path or tf_path
+        assert shown is not None
         records: list[dict[str, Any]] = []
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console, transient=True) as progress:
-            task = progress.add_task(f"benchmarking {path.name}", total=len(runtime_names))
+            task = progress.add_task(f"benchmarking {shown.name}", total=len(runtime_names))
             for name in runtime_names:
-                progress.update(task, description=f"benchmarking {path.name} on {name}")
+                progress.update(task, description=f"benchmarking {shown.name} on {name}")
+                target = tf_path if name == "tensorflow" else path
                 # one fresh process per runtime: no thread pool left over from the previous one
-                records += bench_isolated(path, name, batches, thread_counts, repeats, warmup)  # type: ignore[arg-type]
+                records += bench_isolated(target, name, batches, thread_counts, repeats, warmup)  # type: ignore[arg-type]
                 progress.advance(task)
         summary = summarize(records)
-        console.print(results_table(summary, f"{path.name} ({path.stat().st_size / 1e6:.1f} MB)"))
+        sizes = ", ".join(f"{p.name} {model_size_bytes(p) / 1e6:.1f} MB" for p in (path, tf_path) if p)
+        console.print(results_table(summary, sizes))
         if out is not None:
             doc = {
                 "machine": machine_info(),
-                "settings": {"model": str(path), "runtimes": runtime_names, "batch_sizes": batches,
+                "settings": {"model": str(path), "saved_model": str(tf_path) if tf_path else None,
+                             "runtimes": runtime_names, "batch_sizes": batches,
                              "threads": thread_counts, "repeats": repeats, "warmup": warmup},
                 "summary": summary,
                 "results": records,

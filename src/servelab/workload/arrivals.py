@@ -89,9 +89,33 @@ def generate(spec: WorkloadSpec, *, duration_s: float | None = None, seed: int |
             f"{spec.kind} over {horizon_s:g} s would give about {expected:.3g} arrivals (limit "
             f"{MAX_ARRIVALS:.0e}); shorten the duration or lower the rate"
         )
+    if isinstance(spec, MMPPSpec) and spec.requests is not None:
+        return _first_requests(spec, spec.requests, seed)
     rng = np.random.default_rng(seed)
     times_s, states, path = _GENERATORS[spec.kind](spec, horizon_s, rng)
     return Arrivals(times_s=times_s, states=states, duration_s=horizon_s, state_path=path, seed=seed)
+
+
+def _first_requests(spec: MMPPSpec, n: int, seed: int) -> Arrivals:
+    """Exactly the first ``n`` arrivals, however long they take (a spec sized by ``requests``).
+
+    The process is drawn over a horizon expected to hold them (plus margin) and redrawn, from the
+    same seed, over a doubled horizon in the rare case it held fewer; so the result depends only
+    on the spec and the seed. The duration ends just after the n-th arrival.
+    """
+    horizon_s = max(spec.duration_s * 1.25, 1.0)
+    while True:
+        rng = np.random.default_rng(seed)
+        times_s, states, path = _mmpp(spec, horizon_s, rng)
+        if times_s.size >= n and path is not None:
+            break
+        horizon_s *= 2.0
+    switch_s, path_states = path
+    times_s = times_s[:n]
+    end_s = float(np.nextafter(times_s[-1], np.inf))
+    keep = switch_s < end_s
+    return Arrivals(times_s=times_s, states=None if states is None else states[:n], duration_s=end_s,
+                    state_path=(switch_s[keep], path_states[keep]), seed=seed)
 
 
 def _expected_count(spec: WorkloadSpec, horizon_s: float) -> float:
@@ -174,7 +198,11 @@ def _constant(spec: ConstantSpec, horizon_s: float, rng: np.random.Generator) ->
 
 
 def _mmpp(spec: MMPPSpec, horizon_s: float, rng: np.random.Generator) -> _Output:
-    switch_s, states = mmpp.simulate_path(spec.generator, horizon_s, rng, initial_state=spec.initial_state)
+    if spec.transition is not None:
+        switch_s, states = mmpp.simulate_discrete_path(spec.transition_matrix, spec.slot_s, horizon_s, rng,
+                                                       initial_state=spec.initial_state)
+    else:
+        switch_s, states = mmpp.simulate_path(spec.generator, horizon_s, rng, initial_state=spec.initial_state)
     rates = np.asarray(spec.rates_rps, dtype=np.float64)
     times, counts = _piecewise_constant(switch_s, rates[states], horizon_s, rng)
     dtype = np.int8 if spec.n_states <= 127 else np.int32

@@ -204,3 +204,75 @@ def _timed(
     past = np.searchsorted(entry, horizon_s, side="left")
     cut = min(past + 1, entry.size)  # keep one entry past the horizon to tell the caller it is covered
     return entry[:cut], seq[:cut]
+
+
+# ------------------------------------------------------------------ the discrete (slotted) form
+#
+# The study parametrised its MMPP with a transition *probability* matrix: time advances in slots
+# of ``step_s`` seconds, and at the end of each slot the chain moves from state ``i`` to ``j`` with
+# probability ``P[i, j]`` (``P[i, i]``: it stays). In state ``i`` requests arrive as Poisson at
+# ``rates_rps[i]``. A state is then held for a geometric number of slots, mean
+# ``step_s / (1 - P[i, i])``, where the continuous form holds it for an exponential time.
+
+
+def validate_transition(p: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
+    """Return ``p`` as a float array, or raise WorkloadError saying which entry is wrong.
+
+    A valid transition matrix is square, finite and non-negative with rows summing to 1 (within
+    1e-9; rounding is repaired), and its chain has a single stationary distribution.
+    """
+    try:
+        m = np.asarray(p, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise WorkloadError(f"transition matrix must be a square matrix of probabilities: {e}") from None
+    if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] == 0:
+        raise WorkloadError(f"transition matrix must be square (n x n, n >= 1); got shape {m.shape}")
+    bad = ~(np.isfinite(m) & (m >= 0))
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise WorkloadError(f"transition[{i}][{j}] = {m[i, j]}; probabilities must be finite and >= 0")
+    for i, row in enumerate(m):
+        if abs(row.sum() - 1.0) > 1e-9:
+            raise WorkloadError(f"transition row {i} sums to {row.sum():.6g}; each row is where state {i} goes "
+                                "next (staying included) and must sum to 1")
+    m = m / m.sum(axis=1, keepdims=True)
+    n = m.shape[0]
+    if n > 1 and np.linalg.matrix_rank(m - np.eye(n)) != n - 1:
+        raise WorkloadError("transition matrix has more than one stationary distribution: two or more groups "
+                            "of states are never left once entered; add transitions that connect them")
+    out: np.ndarray = m
+    return out
+
+
+def stationary_distribution_discrete(p: np.ndarray) -> np.ndarray:
+    """``pi`` with ``pi @ P = pi`` and ``sum(pi) = 1``: the long-run share of slots in each state."""
+    return stationary_distribution(p - np.eye(p.shape[0]))
+
+
+def simulate_discrete_path(
+    p: np.ndarray,
+    step_s: float,
+    duration_s: float,
+    rng: np.random.Generator,
+    *,
+    initial_state: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run the slotted chain from t = 0 to ``duration_s``; same output as :func:`simulate_path`
+    (``(switch_times_s, states)``, only the slots where the state changes). The first state is
+    drawn from the stationary distribution unless ``initial_state`` is given."""
+    n = p.shape[0]
+    slots = int(np.ceil(duration_s / step_s))
+    if slots > MAX_SWITCHES:
+        raise WorkloadError(f"{duration_s:g} s in slots of {step_s:g} s is {slots:.3g} slots (limit "
+                            f"{MAX_SWITCHES:.0e}); check that step_s is in seconds")
+    pi = stationary_distribution_discrete(p)
+    state = int(rng.choice(n, p=pi)) if initial_state is None else int(initial_state)
+    cum = [np.cumsum(row)[:-1].tolist() for row in p]
+    u = rng.random(max(slots - 1, 0)).tolist()
+    seq = [state] * slots
+    for k, x in enumerate(u, start=1):  # sequential by nature; ~0.5 us a slot
+        state = bisect.bisect_right(cum[state], x)
+        seq[k] = state
+    states = np.asarray(seq, dtype=np.int64)
+    change = np.concatenate([[True], states[1:] != states[:-1]])
+    return np.flatnonzero(change) * float(step_s), states[change]

@@ -150,11 +150,20 @@ class ConstantSpec(_Spec):
 
 
 class MMPPSpec(_Spec):
-    """Markov-modulated Poisson process: a hidden continuous-time Markov chain picks the rate.
+    """Markov-modulated Poisson process: a hidden Markov chain picks the rate.
 
-    Give the chain either as a generator matrix ``q_per_s`` (rows sum to 0) or as mean
-    ``sojourn_s`` per state plus optional ``jump`` probabilities (default: uniform over the
-    other states). The chain starts in its stationary distribution unless ``initial_state`` is set.
+    Give the chain in one of three forms:
+
+    - ``q_per_s``: a generator matrix (rows sum to 0), the continuous-time chain;
+    - ``sojourn_s`` per state plus optional ``jump`` probabilities (default: uniform over the
+      other states), also continuous-time;
+    - ``transition`` (rows sum to 1) with ``step_s`` (default 1 s): the discrete form the study
+      used, the chain moving by ``transition`` at the end of every slot of ``step_s`` seconds.
+
+    The chain starts in its stationary distribution unless ``initial_state`` is set. ``requests``
+    sizes the workload by count, as the study did: exactly that many arrivals, however long they
+    take; ``duration_s`` is then only the expected length (default: requests / mean rate), used to
+    plan runs.
     """
 
     kind: Literal["mmpp"] = "mmpp"
@@ -164,30 +173,56 @@ class MMPPSpec(_Spec):
     sojourn_s: tuple[PositiveFloat, ...] | None = Field(None, validation_alias=_alias("sojourn_s", "sojourn"))
     jump: tuple[tuple[float, ...], ...] | None = None
     q_per_s: tuple[tuple[float, ...], ...] | None = Field(None, validation_alias=_alias("q_per_s", "q"))
+    transition: tuple[tuple[float, ...], ...] | None = Field(None, validation_alias=_alias("transition", "p"))
+    step_s: PositiveFloat | None = Field(None, validation_alias=_alias("step_s", "step"))
+    requests: int | None = Field(None, ge=1, le=200_000_000)
     initial_state: int | None = Field(None, ge=0)
 
     @model_validator(mode="after")
     def _check_chain(self) -> Self:
         n = len(self.rates_rps)
-        if (self.q_per_s is None) == (self.sojourn_s is None):
-            got = "neither" if self.q_per_s is None else "both"
+        forms = [k for k in ("q_per_s", "sojourn_s", "transition") if getattr(self, k) is not None]
+        if len(forms) != 1:
+            got = "none" if not forms else " and ".join(forms)
             raise WorkloadError(
-                f"mmpp needs exactly one of q_per_s (generator matrix) or sojourn_s (mean times); got {got}"
+                "mmpp needs exactly one of q_per_s (generator matrix, 1/s), sojourn_s (mean times, s) or "
+                f"transition (probabilities per step_s slot); got {got}"
             )
         if self.jump is not None and self.sojourn_s is None:
             raise WorkloadError(
-                "jump probabilities go with sojourn_s; with q_per_s the jumps are already in Q"
+                "jump probabilities go with sojourn_s; with q_per_s or transition the jumps are already in the matrix"
             )
+        if self.step_s is not None and self.transition is None:
+            raise WorkloadError("step_s is the slot length of a transition matrix; give transition too")
         if self.sojourn_s is not None and len(self.sojourn_s) != n:
             raise WorkloadError(
                 f"sojourn_s has {len(self.sojourn_s)} entries but rates_rps has {n}; give one per state"
             )
-        q = self.generator  # validates
-        if q.shape[0] != n:
-            raise WorkloadError(f"q_per_s is {q.shape[0]} x {q.shape[0]} but rates_rps has {n} states")
+        matrix = self.transition_matrix if self.transition is not None else self.generator  # validates
+        if matrix.shape[0] != n:
+            which = "transition" if self.transition is not None else "q_per_s"
+            raise WorkloadError(f"{which} is {matrix.shape[0]} x {matrix.shape[0]} but rates_rps has {n} states")
         if self.initial_state is not None and self.initial_state >= n:
             raise WorkloadError(f"initial_state {self.initial_state} is out of range; states are 0..{n - 1}")
+        if self.requests is not None:
+            if self.mean_rate_rps <= 0:
+                raise WorkloadError("requests needs a process with arrivals; every state the chain visits has rate 0")
+            if "duration_s" not in self.model_fields_set:
+                # frozen model: set the derived default once, here, before anyone reads it
+                object.__setattr__(self, "duration_s", self.requests / self.mean_rate_rps)
         return self
+
+    @property
+    def slot_s(self) -> float:
+        """The discrete form's slot length (``step_s``, default 1 s)."""
+        return 1.0 if self.step_s is None else float(self.step_s)
+
+    @property
+    def transition_matrix(self) -> np.ndarray:
+        """The discrete form's transition matrix P (validated); only when ``transition`` is given."""
+        if self.transition is None:
+            raise WorkloadError("this mmpp is continuous (q_per_s or sojourn_s): it has no transition matrix")
+        return mmpp.validate_transition(self.transition)
 
     @property
     def n_states(self) -> int:
@@ -195,7 +230,11 @@ class MMPPSpec(_Spec):
 
     @property
     def generator(self) -> np.ndarray:
-        """The generator matrix Q (1/s), built from sojourn times if that is how it was given."""
+        """The generator matrix Q (1/s), built from sojourn times if that is how it was given.
+        For the discrete form, the continuous chain with the same mean holding times and jumps
+        (``(P - I) / step_s``): what the slotted chain approaches as slots get shorter."""
+        if self.transition is not None:
+            return (self.transition_matrix - np.eye(self.n_states)) / self.slot_s
         if self.q_per_s is not None:
             return mmpp.validate_generator(self.q_per_s)
         assert self.sojourn_s is not None
@@ -204,6 +243,8 @@ class MMPPSpec(_Spec):
     @property
     def stationary(self) -> np.ndarray:
         """Long-run fraction of time in each state."""
+        if self.transition is not None:
+            return mmpp.stationary_distribution_discrete(self.transition_matrix)
         return mmpp.stationary_distribution(self.generator)
 
     @property
@@ -215,7 +256,10 @@ class MMPPSpec(_Spec):
         return max(self.rates_rps)
 
     def _scaled_fields(self, factor: float) -> dict[str, Any]:
-        return {"rates_rps": tuple(r * factor for r in self.rates_rps)}
+        fields: dict[str, Any] = {"rates_rps": tuple(r * factor for r in self.rates_rps)}
+        if self.requests is not None:  # the same count arrives factor times sooner
+            fields["duration_s"] = self.duration_s / factor
+        return fields
 
 
 class StepSpec(_Spec):
