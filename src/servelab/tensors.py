@@ -252,11 +252,11 @@ def wants_binary_outputs(request: Mapping[str, Any]) -> set[str] | bool:
     params = request.get("parameters")
     if isinstance(params, Mapping) and params.get("binary_data_output") is True:
         return True
-    names = set()
+    names: set[str] = set()
     for out in request.get("outputs") or []:
         if isinstance(out, Mapping) and isinstance(out.get("parameters"), Mapping) \
                 and out["parameters"].get("binary_data") is True:
-            names.add(out.get("name"))
+            names.add(str(out.get("name")))
     return names
 
 
@@ -266,7 +266,7 @@ def encode_binary_response(response: dict[str, Any], outputs: Mapping[str, np.nd
     body and the header's length (the ``Inference-Header-Content-Length`` value)."""
     objs, blobs = [], []
     for name, arr in outputs.items():
-        if binary is True or name in binary:
+        if binary is True or (binary is not False and name in binary):
             data = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
             obj = encode_tensor(name, arr[:0])  # name, datatype; shape fixed below
             obj.pop("data", None)

@@ -130,7 +130,7 @@ def print_summaries(summaries: Sequence[RunSummary], console: Console) -> None:
     if errors is not None:
         console.print(errors)
     for s in summaries:
-        if s.generator_behind:
+        if s.generator_behind and s.send_lag_ms is not None:
             console.print(f"[yellow]{s.name}: the generator fell behind its schedule (p99 send lag "
                           f"{s.send_lag_ms['p99']:.1f} ms > {s.lag_threshold_ms:g} ms), so the target "
                           "got a different load than asked. If this machine was busy, that is the "

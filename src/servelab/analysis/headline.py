@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from servelab.analysis.stats import Interval
 
@@ -47,7 +47,7 @@ def _pct(x: float) -> str:
     return f"{x:.2%}"
 
 
-def _ci(iv: Interval, fmt) -> str:  # type: ignore[no-untyped-def]
+def _ci(iv: Interval, fmt: Any) -> str:
     return f"{fmt(iv.point)} [{fmt(iv.low)}–{fmt(iv.high)}]"
 
 

@@ -144,7 +144,9 @@ def _plain_fraction() -> Any:
 
 def _footnote(fig: Figure, text: str) -> None:
     """Small grey text under the axes, with room kept for it by the layout."""
-    fig.get_layout_engine().set(rect=(0, 0.045, 1, 0.955))
+    engine = fig.get_layout_engine()
+    if engine is not None:
+        engine.set(rect=(0, 0.045, 1, 0.955))  # type: ignore[call-arg]
     fig.text(0.01, 0.008, text, fontsize=8, color="0.35", ha="left", va="bottom")
 
 

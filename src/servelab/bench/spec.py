@@ -334,8 +334,8 @@ def _loc_str(loc: tuple[Any, ...]) -> str:
 def _owner(data: dict[str, Any], loc: tuple[Any, ...]) -> type[BaseModel]:
     """The model a key belongs to: a target's spec class under ``targets[i]``, else Experiment."""
     if len(loc) >= 2 and loc[0] == "targets" and isinstance(loc[1], int):
-        targets = data.get("targets")
-        targets = [targets] if isinstance(targets, (str, dict)) else targets
+        raw = data.get("targets")
+        targets: list[Any] = [raw] if isinstance(raw, (str, dict)) else list(raw or [])
         try:
             item = targets[loc[1]]
             kind = item if isinstance(item, str) else item["kind"]

@@ -302,7 +302,7 @@ class GcpFunctionsTarget(_DeployedPerRun):
 
 class CloudRunTarget(GcpFunctionsTarget):
     kind: ClassVar[str] = "cloud-run"
-    spec: CloudRunTargetSpec  # type: ignore[assignment]
+    spec: CloudRunTargetSpec
 
 
 register_target("aws-lambda", AwsLambdaTargetSpec, AwsLambdaTarget)

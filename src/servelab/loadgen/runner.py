@@ -320,8 +320,8 @@ async def _drive(target_factory: TargetFactory, times: np.ndarray, indices: np.n
 
 def _result(run_id: str, out_dir: Path, requests: int, outs: Sequence[_Outcome],
             elapsed_s: float, failed: bool = False) -> RunResult:
-    lags = np.concatenate([np.frombuffer(o.lags_ms, dtype=np.float64) for o in outs]) if outs else []
-    by_status = {s: sum(o.by_status[s] for o in outs) for s in STATUSES}
+    lags = np.concatenate([np.frombuffer(o.lags_ms, dtype=np.float64) for o in outs]) if outs else np.empty(0)
+    by_status: dict[str, int] = {s: sum(o.by_status[s] for o in outs) for s in STATUSES}
     interrupted = any(o.interrupted for o in outs)
     status: RunStatus = "failed" if failed else "interrupted" if interrupted else "completed"
     has = len(lags) > 0

@@ -45,7 +45,7 @@ def check_runtime(name: str) -> RuntimeName:
     """Return ``name`` if it is a known runtime, else raise :class:`ConfigError` listing them."""
     if name not in RUNTIME_NAMES:
         raise ConfigError(f"unknown runtime {name!r}: choose one of {', '.join(RUNTIME_NAMES)}")
-    return name  # type: ignore[return-value]
+    return name
 
 
 def check_threads(threads: int) -> int:

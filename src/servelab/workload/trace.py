@@ -128,8 +128,9 @@ def _select_cached(
     except pa.ArrowInvalid as e:
         raise _diagnose(path, n_minutes) or WorkloadError(f"{path}: cannot read trace: {e}") from None
     picked = _resolve(path, picked, function=function, row=row, n_rows=n_rows)
-    counts = (
-        np.sum([c for _, _, c in picked], axis=0, dtype=np.int64) if picked else np.zeros(n_minutes, np.int64)
+    counts: np.ndarray = (
+        np.asarray(np.sum([c for _, _, c in picked], axis=0, dtype=np.int64)) if picked
+        else np.zeros(n_minutes, np.int64)
     )
     return TraceSelection(
         counts=counts,

@@ -154,7 +154,7 @@ def decode_tensor(obj: Any) -> tuple[str, np.ndarray, bool]:
     n = int(np.prod(shape)) if shape else 1
     if n > MAX_ELEMENTS:
         raise BadRequest(f"tensor {name!r}: {n} elements is over the limit {MAX_ELEMENTS}")
-    dtype = DTYPES.get(obj.get("datatype"))
+    dtype = DTYPES.get(str(obj.get("datatype")))
     if dtype is None:
         raise BadRequest(f"tensor {name!r}: 'datatype' must be one of {sorted(DTYPES)}")
     dt = np.dtype(dtype)
