@@ -20,6 +20,7 @@ from typing import Any, Literal
 from servelab.config import validate_name
 from servelab.errors import ConfigError, FunctionNotFoundError, LimitsError, StartupError
 from servelab.platform.backends.local import LocalProcessBackend
+from servelab.platform.events import EventDispatcher, EventQueue
 from servelab.platform.functions import FunctionConfig, FunctionRegistry
 from servelab.platform.homelock import HomeLock
 from servelab.platform.isolation import InstanceNetwork, UidMap
@@ -27,6 +28,7 @@ from servelab.platform.isolation import plan as plan_isolation
 from servelab.platform.limits import InstanceLedger, LimitsInfo, cleanup_stale, detect
 from servelab.platform.limits.stale import LEDGER_NAME
 from servelab.platform.meter import Meter
+from servelab.platform.names import function_arn
 from servelab.platform.service import FunctionService, Invocation
 
 LimitsChoice = Literal["auto", "cgroup2", "cgroup1", "rlimit", "none"]
@@ -112,6 +114,11 @@ class Platform:
         if any(s.config.start_mode == "fork" for s in self.services.values()):
             await self.backend.warm_up()
         self._reconciler = asyncio.create_task(self._reconcile_loop())
+        # after the services exist: events accepted before a crash run as soon as we are up
+        self.event_queue = EventQueue(self.home / "events.db", max_queued=self.max_event_queue)
+        self.events = EventDispatcher(self.event_queue, self.invoke, retry_delay_s=self.event_retry_delay_s,
+                                      function_arn=function_arn)
+        self.events.start()
 
     async def _check_store(self, timeout_s: float = 15.0) -> None:
         """Fail start-up with one line when the model store cannot be listed."""
@@ -126,6 +133,10 @@ class Platform:
                                "URL and credentials (or leave --store unset for the local store)") from None
 
     async def close(self) -> None:
+        events = getattr(self, "events", None)
+        if events is not None:
+            await events.close()  # events still running stay in the queue and run at the next start
+            self.event_queue.close()
         if self._reconciler:
             self._reconciler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -209,6 +220,7 @@ class Platform:
 
     async def delete(self, name: str) -> None:
         self.registry.delete(name)
+        await asyncio.to_thread(self.event_queue.drop_function, name, "the function was deleted")
         svc = self.services.pop(name, None)
         self._model_meta.pop(name, None)
         if svc is not None:
