@@ -127,11 +127,21 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 
 # ---- parsing ---------------------------------------------------------------------------------
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (RFC 8259 has no NaN or Infinity)")
+
+
 def parse_json(raw: bytes) -> Any:
-    """JSON from a body; an empty body is ``{}``. Raises JSONDecodeError / UnicodeDecodeError."""
+    """JSON from a body; an empty body is ``{}``. Raises JSONDecodeError / UnicodeDecodeError /
+    ValueError (for NaN and Infinity, which Python would otherwise accept)."""
     if not raw.strip():
         return {}
-    return json.loads(raw)
+    try:
+        return json.loads(raw, parse_constant=_no_constants)
+    except ValueError as e:
+        if isinstance(e, json.JSONDecodeError | UnicodeDecodeError):
+            raise
+        raise json.JSONDecodeError(str(e), raw.decode(errors="replace"), 0) from None
 
 
 def parse_model(model: type[BaseModel], data: Any, what: str) -> BaseModel:
@@ -171,7 +181,7 @@ _V2_ERROR = {"type": "object", "properties": {"error": {"type": "string"}}}
 
 
 def openapi_document(routes: list[Route], *, version: str) -> dict[str, Any]:
-    """OpenAPI 3.0 for every route, from the same models that parse the requests."""
+    """OpenAPI 3.1 for every route, from the same models that parse the requests."""
     components: dict[str, Any] = {}
     paths: dict[str, Any] = {}
 
@@ -212,7 +222,7 @@ def openapi_document(routes: list[Route], *, version: str) -> dict[str, Any]:
                            "4XX": {"description": "The request was wrong; the message says what to fix",
                                    "content": {"application/json": {"schema": err}}}}
         paths.setdefault(r.path, {})[r.method.lower()] = op
-    return {"openapi": "3.0.3",
+    return {"openapi": "3.1.0",  # JSON Schema 2020-12, as pydantic writes it
             "info": {"title": "servelab platform", "version": version,
                      "description": "The AWS Lambda REST API subset, the Open Inference Protocol (KServe v2) "
                                     "and servelab's views, on one machine."},

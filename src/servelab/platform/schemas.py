@@ -57,6 +57,12 @@ class UpdateConfigurationBody(_Body):
     Role: str | None = None
 
 
+class PublishVersionBody(_Body):
+    CodeSha256: str | None = None
+    Description: str | None = Field(None, max_length=256)
+    RevisionId: str | None = None
+
+
 class ProvisionedBody(_Body):
     ProvisionedConcurrentExecutions: int = Field(..., ge=0, le=1000)
 
