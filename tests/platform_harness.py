@@ -17,8 +17,9 @@ from servelab.platform.server import Platform
 
 class RunningPlatform:
     def __init__(self, home: Path, *, token: str | None = None, limits: str = "auto",
-                 max_body_bytes: int = 6 * 1024 * 1024) -> None:
+                 max_body_bytes: int = 6 * 1024 * 1024, **platform_kwargs: Any) -> None:
         self.home = home
+        self.platform_kwargs = platform_kwargs
         self.token = token
         self.limits = limits
         self.max_body_bytes = max_body_bytes
@@ -41,7 +42,7 @@ class RunningPlatform:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         try:
-            self.platform = Platform(self.home, limits=self.limits)  # type: ignore[arg-type]
+            self.platform = Platform(self.home, limits=self.limits, **self.platform_kwargs)  # type: ignore[arg-type]
             runner = web.AppRunner(make_app(self.platform, token=self.token, max_body_bytes=self.max_body_bytes))
             await runner.setup()
             site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -26,7 +26,9 @@ it the invoke answers 429 and nothing is written. Times in the table are Unix se
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import functools
 import json
 import logging
 import sqlite3
@@ -45,7 +47,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_RETRY_ATTEMPTS = 2
 DEFAULT_MAX_EVENT_AGE_S = 21600
 MIN_MAX_EVENT_AGE_S = 60
-THROTTLE_RETRY_S = (0.5, 30.0)  # first and longest wait after a throttle
+THROTTLE_RETRY_S = (0.5, 5.0)  # first and longest wait after a throttle
 KEEP_FINISHED = 10_000  # finished events kept for inspection, newest first
 EventState = Literal["queued", "running", "succeeded", "failed"]
 
@@ -119,15 +121,26 @@ class EventQueue:
                              "VALUES (?, ?, ?, ?, ?, 'queued')", (request_id, function, payload, now, now))
             self.waiting += 1
 
-    def claim_due(self, now: float, limit: int) -> list[Event]:
-        """Mark up to ``limit`` due events running and return them, oldest due first."""
+    def claim_due(self, now: float, limit: int, room: dict[str, int]) -> tuple[list[Event], bool]:
+        """Mark up to ``limit`` due events running, oldest due first, at most ``room[function]``
+        of each function (its free concurrency; 1 for one not in ``room``); returns them and
+        whether more are due than were taken."""
+        room = dict(room)
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, request_id, function, payload, enqueued_at, attempts, throttles FROM events "
-                "WHERE state = 'queued' AND next_at <= ? ORDER BY next_at, id LIMIT ?", (now, limit)).fetchall()
-            if rows:
-                self._db.executemany("UPDATE events SET state = 'running' WHERE id = ?", [(r[0],) for r in rows])
-        return [Event(*r) for r in rows]
+                "WHERE state = 'queued' AND next_at <= ? ORDER BY next_at, id LIMIT ?",
+                (now, max(limit, 1) * 8)).fetchall()
+            taken = []
+            for r in rows:
+                if len(taken) >= limit:
+                    break
+                if room.setdefault(r[2], 1) > 0:
+                    room[r[2]] -= 1
+                    taken.append(r)
+            if taken:
+                self._db.executemany("UPDATE events SET state = 'running' WHERE id = ?", [(r[0],) for r in taken])
+        return [Event(*r) for r in taken], len(rows) > len(taken)
 
     def next_due_at(self) -> float | None:
         with self._lock:
@@ -208,8 +221,14 @@ class EventDispatcher:
     """Runs due events through ``invoke`` with Lambda's retry rules; one asyncio task."""
 
     def __init__(self, queue: EventQueue, invoke: Invoke, *, retry_delay_s: float = 60.0,
-                 max_in_flight: int = 64, function_arn: Callable[[str], str] = lambda n: n) -> None:
+                 max_in_flight: int = 64, function_arn: Callable[[str], str] = lambda n: n,
+                 concurrency: Callable[[], dict[str, int]] = dict) -> None:
+        """``concurrency()`` gives each function's maximum concurrency: the dispatcher never has
+        more of a function's events in flight than that, so a backlog waits in the queue instead
+        of being throttled over and over."""
         self.queue = queue
+        self.concurrency = concurrency
+        self._in_flight: collections.Counter[str] = collections.Counter()
         self.invoke = invoke
         self.retry_delay_s = retry_delay_s
         self.max_in_flight = max_in_flight
@@ -242,22 +261,28 @@ class EventDispatcher:
         while True:
             free = self.max_in_flight - len(self._tasks)
             due: list[Event] = []
+            more = False
             if free > 0:
-                due = await asyncio.to_thread(self.queue.claim_due, time.time(), free)
+                room = {fn: n - self._in_flight[fn] for fn, n in self.concurrency().items()}
+                due, more = await asyncio.to_thread(self.queue.claim_due, time.time(), free, room)
             for ev in due:
+                self._in_flight[ev.function] += 1
                 t = asyncio.get_running_loop().create_task(self._attempt(ev))
                 self._tasks.add(t)
-                t.add_done_callback(self._discard)
-            nxt = await asyncio.to_thread(self.queue.next_due_at)
-            wait = 1.0 if nxt is None else min(1.0, max(0.0, nxt - time.time()))
-            if free <= 0 or (nxt is not None and wait == 0.0 and not due):
-                wait = 0.05  # all slots busy (or due but unclaimed): look again soon
+                t.add_done_callback(functools.partial(self._discard, ev.function))
+            if more or free <= 0:
+                wait = 1.0  # due events wait for a free slot: a finishing attempt wakes us
+            else:
+                nxt = await asyncio.to_thread(self.queue.next_due_at)
+                wait = 1.0 if nxt is None else min(1.0, max(0.0, nxt - time.time()))
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), wait)
 
-    def _discard(self, t: asyncio.Task) -> None:
+    def _discard(self, function: str, t: asyncio.Task) -> None:
         self._tasks.discard(t)
+        self._in_flight[function] -= 1
         self._wake.set()  # a slot is free
 
     async def _attempt(self, ev: Event) -> None:

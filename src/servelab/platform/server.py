@@ -117,8 +117,11 @@ class Platform:
         # after the services exist: events accepted before a crash run as soon as we are up
         self.event_queue = EventQueue(self.home / "events.db", max_queued=self.max_event_queue)
         self.events = EventDispatcher(self.event_queue, self.invoke, retry_delay_s=self.event_retry_delay_s,
-                                      function_arn=function_arn)
+                                      function_arn=function_arn, concurrency=self._concurrency)
         self.events.start()
+
+    def _concurrency(self) -> dict[str, int]:
+        return {name: svc.config.max_concurrency for name, svc in self.services.items()}
 
     async def _check_store(self, timeout_s: float = 15.0) -> None:
         """Fail start-up with one line when the model store cannot be listed."""
