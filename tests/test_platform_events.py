@@ -177,3 +177,4 @@ def test_three_finished_requests_are_on_disk_without_a_fourth_even_after_kill_9(
         p.stop()
     recs = read_records(tmp_path / "home" / "records").column("request_id").to_pylist()
     assert sorted(recs) == sorted(ids)
+    PlatformProcess(tmp_path / "home").start().stop()  # a restart cleans up what the kill left

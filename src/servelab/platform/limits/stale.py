@@ -30,10 +30,10 @@ LEDGER_NAME = "instances.ledger"
 
 
 def process_start_ticks(pid: int) -> int | None:
-    """When ``pid`` started (clock ticks since boot), or None if there is no such process.
+    """When ``pid`` started (clock ticks since boot), or None if there is no such live process.
 
     Together with the pid it names one process for good: a pid reused by a later process has
-    another start time.
+    another start time. A zombie (killed, not yet reaped by its parent) counts as gone.
     """
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -41,6 +41,8 @@ def process_start_ticks(pid: int) -> int | None:
         return None
     # the command name (field 2) may hold spaces and ')': split after its last ')'
     fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):  # field 3, the state
+        return None
     return int(fields[19])  # field 22 of the whole line
 
 
