@@ -44,17 +44,18 @@ from servelab.platform.isolation import peer_uid
 from servelab.platform.meter import report_line
 from servelab.platform.names import function_arn, parse_function_ref
 from servelab.platform.routing import (
-    BODY,
     MAX_BODY_KEY,
     QUERY,
     Handler,
     Route,
+    body_of,
     errors_middleware,
     lambda_error,
     openapi_document,
     parse_json,
     parse_model,
     parsed,
+    query_of,
     v2_error,
 )
 from servelab.platform.schemas import (
@@ -73,13 +74,14 @@ from servelab.platform.schemas import (
     V2InferenceRequest,
 )
 from servelab.platform.server import Platform
+from servelab.platform.service import Invocation
 from servelab.tensors import HEADER_LENGTH_HTTP, frame_binary, unframe_binary
 
 DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024  # Lambda's synchronous payload limit
 LOG_TAIL_BYTES = 4096
 HIDDEN = "(hidden: send the platform's token to see environment values)"
 PLATFORM_KEY = web.AppKey("platform", Platform)
-TOKEN_KEY = web.AppKey("token", str)
+TOKEN_KEY: web.AppKey[str | None] = web.AppKey("token")
 _CREDENTIAL_RE = re.compile(r"Credential=([^/,\s]+)/")
 # Lambda's tag rules: at most 50 per function, keys 1..128 and values 0..256 characters, no "aws:" prefix.
 MAX_TAGS = 50
@@ -95,7 +97,7 @@ def _authorized(request: web.Request) -> bool:
     if auth.startswith("Bearer "):
         return hmac.compare_digest(auth[7:].strip().encode(), token.encode())
     m = _CREDENTIAL_RE.search(auth)
-    return bool(m) and hmac.compare_digest(m.group(1).encode(), token.encode())
+    return m is not None and hmac.compare_digest(m.group(1).encode(), token.encode())
 
 
 def _from_a_function(request: web.Request) -> bool:
@@ -130,8 +132,7 @@ def _platform(request: web.Request) -> Platform:
 
 def _name(request: web.Request) -> str:
     """The function the path names (name, NAME:QUALIFIER or an ARN; checked once, in names.py)."""
-    query = request.get(QUERY)
-    qualifier = getattr(query, "Qualifier", None)
+    qualifier = getattr(request.get(QUERY), "Qualifier", None)
     return parse_function_ref(request.match_info["name"], query_qualifier=qualifier)[0]
 
 
@@ -175,7 +176,7 @@ def _config_from_create(body: CreateFunctionBody) -> tuple[dict[str, Any], bytes
 
 async def create_function(request: web.Request) -> web.Response:
     p = _platform(request)
-    body: CreateFunctionBody = request[BODY]
+    body = body_of(request, CreateFunctionBody)
     data, code_zip = _config_from_create(body)
     cfg = make_config(data)
     tags = _check_tags(body.Tags or {})
@@ -188,7 +189,7 @@ async def create_function(request: web.Request) -> web.Response:
 
 async def list_functions(request: web.Request) -> web.Response:
     p = _platform(request)
-    q: ListFunctionsQuery = request[QUERY]
+    q = query_of(request, ListFunctionsQuery)
     functions = [_view(request, c, ts) for c, ts in p.registry.list()]
     start = 0
     if q.Marker:
@@ -222,7 +223,7 @@ async def get_function_configuration(request: web.Request) -> web.Response:
 async def update_function_configuration(request: web.Request) -> web.Response:
     p = _platform(request)
     name = _name(request)
-    body: UpdateConfigurationBody = request[BODY]
+    body = body_of(request, UpdateConfigurationBody)
     cfg, _ = p.get(name)
     data = cfg.model_dump()
     if body.MemorySize is not None:
@@ -247,14 +248,14 @@ async def delete_function(request: web.Request) -> web.Response:
 
 async def put_provisioned(request: web.Request) -> web.Response:
     p = _platform(request)
-    body: ProvisionedBody = request[BODY]
+    body = body_of(request, ProvisionedBody)
     cfg, ts = await p.update(_name(request), provisioned=body.ProvisionedConcurrentExecutions)
     return web.json_response(_provisioned_view(p, cfg.name, ts), status=202)
 
 
 async def get_provisioned(request: web.Request) -> web.Response:
     p = _platform(request)
-    q: ProvisionedQuery = request[QUERY]
+    q = query_of(request, ProvisionedQuery)
     cfg, ts = p.get(_name(request))
     if q.List == "ALL":  # ListProvisionedConcurrencyConfigs shares this path
         configs = []
@@ -284,7 +285,7 @@ def _provisioned_view(p: Platform, name: str, ts: str) -> dict[str, Any]:
 
 
 async def put_concurrency(request: web.Request) -> web.Response:
-    body: ConcurrencyBody = request[BODY]
+    body = body_of(request, ConcurrencyBody)
     cfg, _ = await _platform(request).update(_name(request), max_concurrency=body.ReservedConcurrentExecutions)
     return web.json_response({"ReservedConcurrentExecutions": cfg.max_concurrency})
 
@@ -338,7 +339,7 @@ async def _save_event_config(request: web.Request, *, merge: bool) -> web.Respon
     p = _platform(request)
     name = _name(request)
     p.get(name)
-    body: EventInvokeConfigBody = request[BODY]
+    body = body_of(request, EventInvokeConfigBody)
     old = (p.event_queue.get_config(name) if merge else None) or EventInvokeConfig(name)
     dest = body.DestinationConfig
     on_success = old.on_success if dest is None or dest.OnSuccess is None else dest.OnSuccess.Destination
@@ -389,9 +390,10 @@ def _tags_path(p: Platform, name: str) -> Path:
 
 def _read_tags(p: Platform, name: str) -> dict[str, str]:
     try:
-        return json.loads(_tags_path(p, name).read_text())
+        tags = json.loads(_tags_path(p, name).read_text())
     except (OSError, ValueError):
         return {}
+    return {str(k): str(v) for k, v in tags.items()} if isinstance(tags, dict) else {}
 
 
 def _write_tags(p: Platform, name: str, tags: dict[str, str]) -> None:
@@ -429,7 +431,7 @@ async def list_tags(request: web.Request) -> web.Response:
 async def tag_resource(request: web.Request) -> web.Response:
     p = _platform(request)
     name = _tagged_function(request)
-    body: TagBody = request[BODY]
+    body = body_of(request, TagBody)
     merged = _check_tags({**_read_tags(p, name), **_check_tags(body.Tags)})
     _write_tags(p, name, merged)
     return web.Response(status=204)
@@ -438,13 +440,13 @@ async def tag_resource(request: web.Request) -> web.Response:
 async def untag_resource(request: web.Request) -> web.Response:
     p = _platform(request)
     name = _tagged_function(request)
-    drop = set(request[QUERY].tagKeys)
+    drop = set(query_of(request, UntagQuery).tagKeys)
     _write_tags(p, name, {k: v for k, v in _read_tags(p, name).items() if k not in drop})
     return web.Response(status=204)
 
 
 # ---- Lambda: invoke ------------------------------------------------------------------------
-def _facts_header(inv) -> str:
+def _facts_header(inv: Invocation) -> str:
     rec = inv.record
     if rec is None:
         return "{}"
@@ -455,7 +457,7 @@ def _facts_header(inv) -> str:
     return json.dumps({k: d[k] for k in keys if d.get(k) is not None}, separators=(",", ":"))
 
 
-def _log_result(inv) -> str:
+def _log_result(inv: Invocation) -> str:
     rid = inv.request_id
     text = f"START RequestId: {rid} Version: $LATEST\n{inv.log}END RequestId: {rid}\n"
     if inv.record is not None:
@@ -622,7 +624,7 @@ async def events(request: web.Request) -> web.Response:
     p = _platform(request)
     name = _name(request)
     p.get(name)
-    q: EventsQuery = request[QUERY]
+    q = query_of(request, EventsQuery)
     return web.json_response({"function": name, "events": p.event_queue.list(name, q.state, q.limit)})
 
 
@@ -691,7 +693,7 @@ def make_app(platform: Platform, *, token: str | None = None,
              max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> web.Application:
     app = web.Application(client_max_size=max_body_bytes, middlewares=[errors_middleware])
     app[PLATFORM_KEY] = platform
-    app[TOKEN_KEY] = token  # type: ignore[assignment]
+    app[TOKEN_KEY] = token
     app[MAX_BODY_KEY] = max_body_bytes
     for route in ROUTES:
         handler = parsed(route)

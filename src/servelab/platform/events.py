@@ -131,7 +131,7 @@ class EventQueue:
                 "SELECT id, request_id, function, payload, enqueued_at, attempts, throttles FROM events "
                 "WHERE state = 'queued' AND next_at <= ? ORDER BY next_at, id LIMIT ?",
                 (now, max(limit, 1) * 8)).fetchall()
-            taken = []
+            taken: list[tuple[Any, ...]] = []
             for r in rows:
                 if len(taken) >= limit:
                     break
@@ -145,7 +145,7 @@ class EventQueue:
     def next_due_at(self) -> float | None:
         with self._lock:
             row = self._db.execute("SELECT MIN(next_at) FROM events WHERE state = 'queued'").fetchone()
-        return row[0]
+        return None if row[0] is None else float(row[0])
 
     def requeue(self, ev: Event, *, next_at: float, attempts: int, throttles: int, error: str | None) -> None:
         with self._lock:
@@ -234,8 +234,8 @@ class EventDispatcher:
         self.max_in_flight = max_in_flight
         self.function_arn = function_arn
         self._wake = asyncio.Event()
-        self._tasks: set[asyncio.Task] = set()
-        self._loop_task: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._loop_task = asyncio.get_running_loop().create_task(self._loop())
@@ -280,7 +280,7 @@ class EventDispatcher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), wait)
 
-    def _discard(self, function: str, t: asyncio.Task) -> None:
+    def _discard(self, function: str, t: asyncio.Task[None]) -> None:
         self._tasks.discard(t)
         self._in_flight[function] -= 1
         self._wake.set()  # a slot is free

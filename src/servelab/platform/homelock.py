@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from servelab.errors import HomeInUseError, StartupError
 
@@ -68,8 +69,9 @@ class HomeLock:
         self._fd = None
 
 
-def _read_holder(fd: int) -> dict:
+def _read_holder(fd: int) -> dict[str, Any]:
     try:
-        return json.loads(os.pread(fd, 4096, 0) or b"{}")
+        holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
     except (OSError, ValueError):
         return {}
+    return holder if isinstance(holder, dict) else {}

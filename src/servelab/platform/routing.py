@@ -19,7 +19,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -173,6 +173,24 @@ def parsed(route: Route) -> Handler:
 
     wrapped.__name__ = route.handler.__name__
     return wrapped
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def body_of(request: web.Request, model: type[M]) -> M:
+    """The request's parsed body, as the route's model (set by :func:`parsed`)."""
+    value = request[BODY]
+    if not isinstance(value, model):
+        raise TypeError(f"the route parsed its body as {type(value).__name__}, not {model.__name__}")
+    return value
+
+
+def query_of(request: web.Request, model: type[M]) -> M:
+    value = request[QUERY]
+    if not isinstance(value, model):
+        raise TypeError(f"the route parsed its query as {type(value).__name__}, not {model.__name__}")
+    return value
 
 
 # ---- the OpenAPI document --------------------------------------------------------------------

@@ -15,7 +15,7 @@ import shutil
 import uuid
 import zipfile
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from servelab.config import validate_name
 from servelab.errors import ConfigError, FunctionNotFoundError, LimitsError, StartupError
@@ -30,6 +30,9 @@ from servelab.platform.limits.stale import LEDGER_NAME
 from servelab.platform.meter import Meter
 from servelab.platform.names import function_arn
 from servelab.platform.service import FunctionService, Invocation
+
+if TYPE_CHECKING:
+    from servelab.models.store import ModelStore
 
 LimitsChoice = Literal["auto", "cgroup2", "cgroup1", "rlimit", "none"]
 LIMITS_CHOICES: tuple[LimitsChoice, ...] = ("auto", "cgroup2", "cgroup1", "rlimit", "none")
@@ -66,9 +69,9 @@ class Platform:
         self.reconcile_interval_s = reconcile_interval_s
         self.services: dict[str, FunctionService] = {}
         self.limits_info: LimitsInfo | None = None
-        self._reconciler: asyncio.Task | None = None
+        self._reconciler: asyncio.Task[None] | None = None
         self._model_meta: dict[str, dict[str, Any]] = {}
-        self._background: set[asyncio.Task] = set()
+        self._background: set[asyncio.Task[None]] = set()
 
     # ---- lifecycle -----------------------------------------------------------------------
     def lock_home(self) -> None:
@@ -183,7 +186,7 @@ class Platform:
         self.services[cfg.name] = svc
         return svc
 
-    def store(self):
+    def store(self) -> ModelStore:
         from servelab.models.store import open_store
 
         return open_store(self.store_url, home=self.home)
@@ -245,14 +248,14 @@ class Platform:
     async def model_metadata(self, name: str) -> dict[str, Any]:
         """Inputs and outputs of a function's model (inspected once, then cached)."""
         if name not in self._model_meta:
-            cfg = self.service(name).config
-            if not cfg.model:
+            model = self.service(name).config.model
+            if not model:
                 raise ConfigError(f"function {name!r} has no model")
 
             def inspect() -> dict[str, Any]:
                 from servelab.models.onnx_info import inspect_model
 
-                info = inspect_model(self.store().get(cfg.model))
+                info = inspect_model(self.store().get(model))
                 return {"inputs": [s.v2_metadata() for s in info.inputs],
                         "outputs": [s.v2_metadata() for s in info.outputs]}
 

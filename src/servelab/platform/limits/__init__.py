@@ -35,21 +35,11 @@ Modules, one job each: :mod:`.sizing` (memory → CPU), :mod:`.detection` (which
 
 from __future__ import annotations
 
+from servelab.core.resources import MAX_MEMORY_MB, MAX_VCPUS, MIN_MEMORY_MB, ONE_VCPU_MEMORY_MB, cpus_for_memory
 from servelab.platform.limits.detection import LIMITS_MODES, LimitsInfo, LimitsMode, detect
 from servelab.platform.limits.instance import InstanceLimits
 from servelab.platform.limits.rlimit import SPAWN_BASELINE_MB, THREAD_ADDRESS_SPACE_MB
-from servelab.platform.limits.sizing import (
-    CFS_PERIOD_US,
-    GROUP,
-    MAX_MEMORY_MB,
-    MAX_VCPUS,
-    MB,
-    MIN_CFS_QUOTA_US,
-    MIN_MEMORY_MB,
-    ONE_VCPU_MEMORY_MB,
-    ResourceLimits,
-    cpus_for_memory,
-)
+from servelab.platform.limits.sizing import CFS_PERIOD_US, GROUP, MB, MIN_CFS_QUOTA_US, ResourceLimits
 from servelab.platform.limits.stale import InstanceLedger, cleanup_stale
 
 __all__ = [

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 from servelab.config import validate_name
 from servelab.errors import LimitsError
@@ -31,14 +33,14 @@ class InstanceLimits:
         self.info = info
         self._dirs: dict[str, Path] | None = None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able fields, for handing the limits to a fork server (the ledger stays home)."""
         return {"instance_id": self.instance_id, "memory_mb": self.limits.memory_mb,
                 "cpus": self.limits.cpus, "mode": self.info.mode, "root": self.info.root,
                 "reason": self.info.reason}
 
     @classmethod
-    def from_dict(cls, d: dict) -> InstanceLimits:
+    def from_dict(cls, d: dict[str, Any]) -> InstanceLimits:
         return cls(d["instance_id"], ResourceLimits(d["memory_mb"], d["cpus"]),
                    LimitsInfo(d["mode"], d.get("root"), d.get("reason", "")))
 
@@ -137,7 +139,7 @@ class InstanceLimits:
         p = self.paths
         return p.get("unified") or p.get("memory")
 
-    def _files(self):
+    def _files(self) -> ModuleType:
         return cgroup_v2 if self.info.mode == "cgroup2" else cgroup_v1
 
     def memory_peak_mb(self) -> float | None:

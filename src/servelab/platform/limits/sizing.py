@@ -7,13 +7,7 @@ import math
 import os
 from dataclasses import dataclass
 
-from servelab.core.resources import (  # noqa: F401 - re-exported with the limits
-    MAX_MEMORY_MB,
-    MAX_VCPUS,
-    MIN_MEMORY_MB,
-    ONE_VCPU_MEMORY_MB,
-    cpus_for_memory,
-)
+from servelab.core.resources import MAX_MEMORY_MB, MIN_MEMORY_MB, cpus_for_memory
 from servelab.errors import ConfigError
 
 MB = 1024 * 1024

@@ -18,7 +18,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from servelab.errors import LimitsError
 from servelab.platform.limits.cgroupfs import kill_and_remove
@@ -64,7 +64,7 @@ class InstanceLedger:
         if self.start is None:
             object.__setattr__(self, "start", process_start_ticks(self.pid))
 
-    def _append(self, entry: dict) -> None:
+    def _append(self, entry: dict[str, Any]) -> None:
         line = (json.dumps(entry, separators=(",", ":")) + "\n").encode()
         with self._lock:
             # O_APPEND + one write: concurrent appenders never interleave a line. No fsync:
@@ -84,9 +84,9 @@ class InstanceLedger:
         self._append({"op": "remove", "platform": self.platform_id, "dirs": [str(d) for d in dirs]})
 
 
-def _read_ledger(path: Path) -> dict[tuple[str, ...], dict]:
+def _read_ledger(path: Path) -> dict[tuple[str, ...], dict[str, Any]]:
     """Cgroups created and not removed, keyed by their directories."""
-    live: dict[tuple[str, ...], dict] = {}
+    live: dict[tuple[str, ...], dict[str, Any]] = {}
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -117,7 +117,7 @@ def cleanup_stale(info: LimitsInfo, ledger: InstanceLedger | None = None) -> int
         return 0
     live = _read_ledger(ledger.path)
     cleaned = 0
-    keep: list[dict] = []
+    keep: list[dict[str, Any]] = []
     for dirs, e in live.items():
         if _alive(int(e.get("pid", -1)), e.get("start")):
             keep.append(e)
