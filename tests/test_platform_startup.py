@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -85,3 +86,16 @@ def test_environment_values_are_hidden_from_callers_without_the_token(tmp_path: 
         variables = anon.get_function(FunctionName="f")["Configuration"]["Environment"]["Variables"]
         assert variables["API_KEY"].startswith("(hidden") and "SERVELAB_RUNTIME" in variables
         assert json.loads(urllib.request.urlopen(p.url + "/servelab/v1/info").read())["token_required"] is True
+        # an event's error output is the function's, and may hold its secrets too
+        owner.create_function(FunctionName="g", Role="r", Handler="app.h", MemorySize=256,
+                              Code={"ZipFile": zip_code({"app.py": "def h(e, c):\n    raise KeyError('hunter2')\n"})})
+        owner.put_function_event_invoke_config(FunctionName="g", MaximumRetryAttempts=0)
+        owner.invoke(FunctionName="g", InvocationType="Event", Payload=b"{}")
+        url = p.url + "/servelab/v1/functions/g/events"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and '"failed"' not in urllib.request.urlopen(url).read().decode():
+            time.sleep(0.05)
+        events = urllib.request.urlopen(url).read().decode()
+        assert '"failed"' in events and "hunter2" not in events and "hidden" in events
+        req = urllib.request.Request(url, headers={"Authorization": "Bearer s3cret"})
+        assert "hunter2" in urllib.request.urlopen(req).read().decode()

@@ -80,6 +80,7 @@ from servelab.tensors import HEADER_LENGTH_HTTP, frame_binary, unframe_binary
 DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024  # Lambda's synchronous payload limit
 LOG_TAIL_BYTES = 4096
 HIDDEN = "(hidden: send the platform's token to see environment values)"
+HIDDEN_ERROR = "(hidden: send the platform's token to see the error)"
 PLATFORM_KEY = web.AppKey("platform", Platform)
 TOKEN_KEY: web.AppKey[str | None] = web.AppKey("token")
 _CREDENTIAL_RE = re.compile(r"Credential=([^/,\s]+)/")
@@ -628,7 +629,11 @@ async def events(request: web.Request) -> web.Response:
     name = _name(request)
     p.get(name)
     q = query_of(request, EventsQuery)
-    return web.json_response({"function": name, "events": p.event_queue.list(name, q.state, q.limit)})
+    events = p.event_queue.list(name, q.state, q.limit)
+    if not _authorized(request):  # a function's error output may hold what its environment holds
+        for e in events:
+            e["last_error"] = HIDDEN_ERROR if e["last_error"] else None
+    return web.json_response({"function": name, "events": events})
 
 
 async def openapi(request: web.Request) -> web.Response:

@@ -97,6 +97,8 @@ def up(
 
     if limits not in LIMITS_CHOICES:
         raise ConfigError(f"--limits must be one of {', '.join(LIMITS_CHOICES)}")
+    if max_event_queue < 1 or event_retry_delay_s < 0:
+        raise ConfigError("--max-event-queue must be at least 1 and --event-retry-delay-s at least 0")
     home = home or default_home()
     token = token or os.environ.get(TOKEN_ENV)
     if instance_network not in ("host", "none"):
