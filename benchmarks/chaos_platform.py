@@ -5,23 +5,25 @@
 load of synchronous requests (``--rps``, 100 ms of work each) and one ``Event`` invocation per
 second, each of which writes its id to a file when it runs. On a fixed schedule the script injects, by pid:
 
-- ``kill -9`` of a *busy* instance (twice);
+- ``kill -9`` of a *busy* instance (twice), and ``SIGSTOP`` of one (a hang: its request times out);
 - an out-of-memory request (touches 512 MB in a 256 MB function);
 - a request that runs past the 2 s timeout;
+- 5x what the function can serve (200 req/s for 8% of the run): 429s above its 4 instances,
+  never a queue without bound;
 - ``kill -9`` of the platform, then a restart on the same home and port;
 - a graceful restart (SIGINT, then start again).
 
 Each synchronous request ends as ok or as a failure that must be explained by a fault:
 ``Runtime.ExitError`` on the killed instance, ``Runtime.OutOfMemory`` / ``Sandbox.Timedout`` for
 the fault requests themselves, connection errors while the platform was down, 429s in the few
-seconds after a fault took capacity away. Anything else is *unexplained*. Afterwards: every
+seconds after a fault took capacity away or during the overload. Anything else is *unexplained*. Afterwards: every
 request that got an answer must have a record on disk (except those answered in the last second
 before the platform's ``kill -9``, which the records' 1 s flush interval may lose, counted
 apart); every ``Event`` that got a 202 must have run at least once; the platform's RSS is
 sampled every second.
 
-Not injected (the dead-instance work of issue 15 is elsewhere): kill -9 of an *idle* instance,
-SIGSTOP hangs.
+Not injected (the dead-instance work of issue 15 is elsewhere): kill -9 or SIGSTOP of an *idle*
+instance.
 
     PYTHONPATH=src .venv/bin/python benchmarks/chaos_platform.py           # ~80 s
     PYTHONPATH=src .venv/bin/python benchmarks/chaos_platform.py --rps 4 --duration-s 40
@@ -69,6 +71,9 @@ def handler(event, context):
 '''
 FUNCTION = "work"
 EXPLAIN_WINDOW_S = 5.0  # how long after a fault a 429 (capacity lost) counts as caused by it
+MAX_INSTANCES = 4
+WORK_S = 0.1  # each synchronous request's work
+OVERLOAD_RPS = 5 * MAX_INSTANCES / WORK_S  # five times what the function can serve: 200 req/s
 
 
 @dataclass
@@ -172,6 +177,10 @@ def explain(o: Outcome, faults: list[Fault]) -> str | None:
     ok = o.http_status in (200, 202) and o.error_type is None
     if ok:
         return None
+    for f in faults:  # the overload first: a 429 inside it is its doing, whatever happened before
+        if o.http_status == 429 and f.name == "overload 5x" and f.until_s is not None and (
+                f.at_s <= o.sent_s <= f.until_s + 1.0):
+            return "over capacity: overload 5x"
     for f in faults:
         if f.name == "kill -9 busy instance" and o.error_type == "Runtime.ExitError" and (
                 o.instance_id == f.detail.get("instance_id") or f.at_s - 0.5 <= o.done_s <= f.at_s + 2.0):
@@ -180,11 +189,14 @@ def explain(o: Outcome, faults: list[Fault]) -> str | None:
                 o.error_type and (o.error_type.startswith("client:") or o.http_status == 503)) and (
                 o.sent_s <= f.until_s + 0.5 and o.done_s >= f.at_s - 0.5):
             return f.name
+        if f.name == "SIGSTOP busy instance" and o.error_type == "Sandbox.Timedout" and (
+                o.instance_id == f.detail.get("instance_id") or f.at_s - 0.5 <= o.done_s <= f.at_s + 3.0):
+            return f.name
         if f.name == "out of memory" and o.kind == "oom" and o.error_type == "Runtime.OutOfMemory":
             return f.name
         if f.name == "timeout" and o.kind == "timeout" and o.error_type == "Sandbox.Timedout":
             return f.name
-        if o.http_status == 429 and "no busy instance" not in f.name and (
+        if o.http_status == 429 and "no busy instance" not in f.name and f.name != "overload 5x" and (
                 f.at_s <= o.sent_s <= (f.until_s or f.at_s) + EXPLAIN_WINDOW_S):
             return f"capacity lost to: {f.name}"
     return None
@@ -196,9 +208,10 @@ def main() -> None:
     ap.add_argument("--duration-s", type=float, default=70.0)
     args = ap.parse_args()
     d = args.duration_s
-    schedule = [(0.11 * d, "kill -9 busy instance"), (0.23 * d, "out of memory"), (0.34 * d, "timeout"),
-                (0.46 * d, "kill -9 busy instance"), (0.57 * d, "platform kill -9"),
-                (0.79 * d, "platform graceful restart")]
+    schedule = [(0.08 * d, "kill -9 busy instance"), (0.16 * d, "out of memory"), (0.24 * d, "timeout"),
+                (0.32 * d, "SIGSTOP busy instance"), (0.40 * d, "kill -9 busy instance"),
+                (0.48 * d, "overload 5x"), (0.64 * d, "platform kill -9"), (0.82 * d, "platform graceful restart")]
+    overload_s = 0.08 * d  # how long the 5x overload lasts
 
     work = Path(tempfile.mkdtemp(prefix="servelab-chaos-"))
     p = Platform(work / "home", S.free_port(), work / "platform.log")
@@ -209,7 +222,7 @@ def main() -> None:
         "FunctionName": FUNCTION, "Role": "r", "Handler": "app.handler", "MemorySize": 256, "Timeout": 2,
         "Code": {"ZipFile": _zip({"app.py": HANDLER})}})
     assert status == 201, out
-    p.call("PUT", f"/2017-10-31/functions/{FUNCTION}/concurrency", {"ReservedConcurrentExecutions": 4})
+    p.call("PUT", f"/2017-10-31/functions/{FUNCTION}/concurrency", {"ReservedConcurrentExecutions": MAX_INSTANCES})
     # two instances always warm (and restored after every fault), so the load starts warm and a
     # 429 can only come from capacity a fault took away
     p.call("PUT", f"/2019-09-30/functions/{FUNCTION}/provisioned-concurrency",
@@ -223,9 +236,10 @@ def main() -> None:
     faults: list[Fault] = []
     rss: list[tuple[float, float]] = []
     lock = threading.Lock()
-    pool = ThreadPoolExecutor(max_workers=64)
+    pool = ThreadPoolExecutor(max_workers=128)
     t0 = time.monotonic()
     stop = threading.Event()
+    burst = threading.Event()  # set while the load runs at 5x
 
     def sampler() -> None:
         while not stop.wait(1.0):
@@ -243,13 +257,13 @@ def main() -> None:
 
     def inject(name: str) -> None:
         at = time.monotonic() - t0
-        if name == "kill -9 busy instance":
+        if name in ("kill -9 busy instance", "SIGSTOP busy instance"):
             deadline = time.monotonic() + 3
             while time.monotonic() < deadline:
                 busy = [i for i in p.get(f"/servelab/v1/functions/{FUNCTION}/instances")["instances"]
                         if i["state"] == "busy" and i["pid"]]
                 if busy:
-                    os.kill(busy[0]["pid"], signal.SIGKILL)
+                    os.kill(busy[0]["pid"], signal.SIGKILL if name.startswith("kill") else signal.SIGSTOP)
                     faults.append(Fault(name, time.monotonic() - t0, detail={"instance_id": busy[0]["id"],
                                                                              "pid": busy[0]["pid"]}))
                     return
@@ -261,6 +275,13 @@ def main() -> None:
         elif name == "timeout":
             faults.append(Fault(name, at))
             submit("timeout", {"sleep_s": 5})
+        elif name == "overload 5x":
+            f = Fault(name, at, at + overload_s)
+            faults.append(f)
+            burst.set()
+            time.sleep(overload_s)
+            burst.clear()
+            f.until_s = time.monotonic() - t0
         else:
             f = Fault(name, at)
             faults.append(f)
@@ -278,8 +299,8 @@ def main() -> None:
     next_load, next_event = 0.0, 0.0
     while (now := time.monotonic() - t0) < d:
         if now >= next_load:
-            submit("load", {"sleep_s": 0.1})
-            next_load += 1.0 / args.rps
+            submit("load", {"sleep_s": WORK_S})
+            next_load += 1.0 / (OVERLOAD_RPS if burst.is_set() else args.rps)
         if now >= next_event:
             submit("event", {"out": str(events_file)}, event=True)
             next_event += 1.0
