@@ -108,7 +108,10 @@ class Platform:
     def start(self, timeout_s: float = 60.0) -> None:
         out = open(self.log, "ab")  # noqa: SIM115 - the child writes to it for its whole life
         self.proc = subprocess.Popen([sys.executable, "-m", "servelab.cli", "platform", "up", "--home", str(self.home),
-                                      "--port", str(self.port), "--event-retry-delay-s", "1"],
+                                      "--port", str(self.port), "--event-retry-delay-s", "1",
+                                      # the Event handler proves it ran by writing a file here; as
+                                      # root, isolation would give it a private /tmp instead
+                                      "--no-isolation"],
                                      stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -2,7 +2,9 @@
 retries and destinations, a bounded queue; records on disk within a second of being measured.
 
 Real platforms on loopback: in-process (RunningPlatform) or `servelab platform up` child
-processes (PlatformProcess) where a test kills them.
+processes (PlatformProcess) where a test kills them. The handlers show that they ran by writing
+to files under the test's tmp directory, so function isolation (as root: a private /tmp, the
+home hidden) is turned off here; tests/test_isolation* cover isolation itself.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def _wait(cond, timeout_s: float = 60.0) -> bool:
 def test_events_accepted_before_a_kill_9_all_run_after_the_restart(tmp_path: Path) -> None:
     out = tmp_path / "ran.txt"
     home = tmp_path / "home"
-    a = PlatformProcess(home, args=("--event-retry-delay-s", "0.2")).start()
+    a = PlatformProcess(home, args=("--event-retry-delay-s", "0.2", "--no-isolation")).start()
     try:
         _deploy(a.lambda_client(), "rec", "record")
         a.lambda_client().put_function_concurrency(FunctionName="rec", ReservedConcurrentExecutions=1)
@@ -89,7 +91,7 @@ def test_events_accepted_before_a_kill_9_all_run_after_the_restart(tmp_path: Pat
         assert len(ran_before) < len(ids)  # else the restart proves nothing
     finally:
         a.stop()
-    b = PlatformProcess(home, args=("--event-retry-delay-s", "0.2")).start()
+    b = PlatformProcess(home, args=("--event-retry-delay-s", "0.2", "--no-isolation")).start()
     try:
         done = _wait(lambda: set(_lines(out)) == set(ids), 60)
         with urllib.request.urlopen(f"{b.url}/servelab/v1/functions/rec/events", timeout=10) as r:
@@ -102,7 +104,7 @@ def test_events_accepted_before_a_kill_9_all_run_after_the_restart(tmp_path: Pat
 
 def test_function_errors_are_retried_with_backoff_and_each_attempt_is_recorded(tmp_path: Path) -> None:
     out = tmp_path / "ran.txt"
-    with RunningPlatform(tmp_path / "home", event_retry_delay_s=0.3) as p:
+    with RunningPlatform(tmp_path / "home", event_retry_delay_s=0.3, isolate=False) as p:
         c = p.lambda_client()
         _deploy(c, "rec", "record")
         status, headers, _ = _event(p, "rec", {"id": "flaky", "out": str(out), "fail": 2})
@@ -120,7 +122,7 @@ def test_function_errors_are_retried_with_backoff_and_each_attempt_is_recorded(t
 
 def test_an_event_that_gives_up_goes_to_the_on_failure_destination(tmp_path: Path) -> None:
     out, sink = tmp_path / "ran.txt", tmp_path / "sink.jsonl"
-    with RunningPlatform(tmp_path / "home", event_retry_delay_s=0.1) as p:
+    with RunningPlatform(tmp_path / "home", event_retry_delay_s=0.1, isolate=False) as p:
         c = p.lambda_client()
         _deploy(c, "rec", "record")
         _deploy(c, "dlq", "sink", SINK_FILE=str(sink))
@@ -152,7 +154,7 @@ def test_an_event_that_gives_up_goes_to_the_on_failure_destination(tmp_path: Pat
 
 def test_the_event_queue_is_bounded_and_answers_429_when_full(tmp_path: Path) -> None:
     out = tmp_path / "ran.txt"
-    with RunningPlatform(tmp_path / "home", max_event_queue=3) as p:
+    with RunningPlatform(tmp_path / "home", max_event_queue=3, isolate=False) as p:
         c = p.lambda_client()
         _deploy(c, "rec", "record")
         statuses = [_event(p, "rec", {"id": f"e{i}", "out": str(out), "sleep_s": 2})[0] for i in range(6)]
@@ -166,7 +168,7 @@ def test_the_event_queue_is_bounded_and_answers_429_when_full(tmp_path: Path) ->
 
 def test_three_finished_requests_are_on_disk_without_a_fourth_even_after_kill_9(tmp_path: Path) -> None:
     out = tmp_path / "ran.txt"
-    p = PlatformProcess(tmp_path / "home").start()
+    p = PlatformProcess(tmp_path / "home", args=("--no-isolation",)).start()
     try:
         _deploy(p.lambda_client(), "rec", "record")
         ids = [_post(f"{p.url}/2015-03-31/functions/rec/invocations",
@@ -177,4 +179,5 @@ def test_three_finished_requests_are_on_disk_without_a_fourth_even_after_kill_9(
         p.stop()
     recs = read_records(tmp_path / "home" / "records").column("request_id").to_pylist()
     assert sorted(recs) == sorted(ids)
-    PlatformProcess(tmp_path / "home").start().stop()  # a restart cleans up what the kill left
+    # a restart cleans up what the kill left
+    PlatformProcess(tmp_path / "home", args=("--no-isolation",)).start().stop()

@@ -73,7 +73,7 @@ def up(
     port: int = typer.Option(8080, help="TCP port."),
     home: Path = typer.Option(None, help="State directory (default: $SERVELAB_HOME or ~/.servelab)."),
     store: str = typer.Option(None, help="Model store URL (default: the local store in HOME; or s3://…)."),
-    token: str = typer.Option(None, help=f"Require this token on management calls (default: ${TOKEN_ENV})."),
+    token: str | None = typer.Option(None, help=f"Require this token on management calls (default: ${TOKEN_ENV})."),
     limits: str = typer.Option("auto", help="Instance limits: auto, cgroup2, cgroup1, rlimit, none."),
     max_body_mb: float = typer.Option(6.0, help="Largest request body, MB (Lambda: 6)."),
     instance_network: str = typer.Option("host", help="Instances' network (as root): host (loopback and the "
@@ -104,7 +104,7 @@ def up(
     if instance_network not in ("host", "none"):
         raise ConfigError(f"--instance-network must be host or none, got {instance_network!r}")
     check_exposure(host, token, allow_unauthenticated)
-    platform = Platform(home, store_url=store, limits=limits, port=port,  # type: ignore[arg-type]
+    platform = Platform(home, store_url=store, limits=limits, port=port,
                         max_event_queue=max_event_queue, event_retry_delay_s=event_retry_delay_s,
                         instance_network=instance_network, isolate=isolation)  # type: ignore[arg-type]
     platform.lock_home()  # a second platform on this home stops here, before touching anything
