@@ -7,6 +7,7 @@ there is none. ``detect()`` is also checked on fake directory trees, since it on
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ from servelab.errors import ConfigError, InvalidNameError, LimitsError
 from servelab.platform.limits import (
     SPAWN_BASELINE_MB,
     THREAD_ADDRESS_SPACE_MB,
+    InstanceLedger,
     InstanceLimits,
     LimitsInfo,
     ResourceLimits,
@@ -30,6 +32,7 @@ from servelab.platform.limits import (
     cpus_for_memory,
     detect,
 )
+from servelab.platform.limits.stale import process_start_ticks
 
 REAL = detect()
 needs_cgroup = pytest.mark.skipif(
@@ -461,23 +464,47 @@ def test_destroy_kills_what_is_left_and_removes_the_cgroup(make_limits) -> None:
         proc.wait()
 
 
+def _dead_owner_ledger(path: Path) -> InstanceLedger:
+    """The ledger of a platform process that has exited (a real pid, now gone)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    start = process_start_ticks(proc.pid)
+    proc.wait()
+    return InstanceLedger(path, "platform-crashed", pid=proc.pid, start=start)
+
+
 @needs_cgroup
-def test_cleanup_stale_removes_leftovers_of_a_crashed_platform(make_limits) -> None:
-    left = [make_limits(f"stale{i}") for i in range(2)]
+def test_cleanup_stale_removes_only_what_a_dead_platform_of_this_home_left(make_limits, tmp_path: Path) -> None:
+    ledger_path = tmp_path / "instances.ledger"
+    dead = dataclasses.replace(REAL, ledger=_dead_owner_ledger(ledger_path))
+    alive = dataclasses.replace(REAL, ledger=InstanceLedger(ledger_path, "platform-alive"))
+    left = [make_limits(f"stale{i}", info=dead) for i in range(2)]
+    live = make_limits("live", info=alive)  # same ledger, but its owner (this process) lives
+    unrecorded = make_limits("other")  # another platform's: in no ledger of this home
     procs = []
-    for lim in left:
+    for lim in (*left, live, unrecorded):
         lim.create()
         procs.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
                                       preexec_fn=lim.preexec_fn()))
     try:
-        # a new platform only knows the mode: it finds the leftovers by listing servelab/
-        assert cleanup_stale(detect()) >= 2
-        assert [p.wait(timeout=10) for p in procs] == [-signal.SIGKILL] * 2
+        assert cleanup_stale(REAL, InstanceLedger(ledger_path, "platform-new")) == 2
+        assert [p.wait(timeout=10) for p in procs[:2]] == [-signal.SIGKILL] * 2
         assert not any(p.exists() for lim in left for p in lim.paths.values())
+        assert procs[2].poll() is None and procs[3].poll() is None  # untouched
+        assert all(p.exists() for lim in (live, unrecorded) for p in lim.paths.values())
+        # the live owner's entry stays in the ledger; the cleaned ones are gone from it
+        assert cleanup_stale(REAL, InstanceLedger(ledger_path, "platform-newer")) == 0
+        assert [json.loads(x)["platform"] for x in ledger_path.read_text().splitlines()] == ["platform-alive"]
+        live.destroy()  # a clean stop writes "remove": nothing left to clean
+        assert cleanup_stale(REAL, InstanceLedger(ledger_path, "platform-last")) == 0
+        assert ledger_path.read_text() == ""
     finally:
         for p in procs:
             p.kill()
             p.wait()
+
+
+def test_cleanup_stale_without_a_ledger_touches_nothing() -> None:
+    assert cleanup_stale(REAL) == 0
 
 
 def test_limits_survive_the_trip_to_a_fork_server() -> None:

@@ -55,3 +55,17 @@ def test_writers_with_prefixes_share_a_directory(tmp_path: Path) -> None:
         a.append(RequestRecord(run_id="a", request_id="a1"))
         b.append(RequestRecord(run_id="a", request_id="b1"))
     assert sorted(read_records(tmp_path).column("request_id").to_pylist()) == ["a1", "b1"]
+
+
+def test_records_reach_disk_on_a_timer_without_another_append(tmp_path: Path) -> None:
+    w = RecordWriter(tmp_path, flush_interval_s=0.2)
+    try:
+        for i in range(3):
+            w.append(RequestRecord(run_id="t", request_id=str(i)))
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and read_records(tmp_path).num_rows < 3:
+            time.sleep(0.05)
+        assert read_records(tmp_path).column("request_id").to_pylist() == ["0", "1", "2"]
+    finally:
+        w.close()
+    assert read_records(tmp_path).num_rows == 3  # close writes nothing twice

@@ -67,7 +67,7 @@ def demo(
 
 
 def main() -> None:
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)  # one error, one line, however narrow the terminal
     try:
         app()
     except ServelabError as e:

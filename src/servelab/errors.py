@@ -12,6 +12,8 @@
     ├── RuntimeNotAvailableError  the runtime's extra is not installed (says which to install)
     ├── InputValidationError      tensors with wrong names / shapes / dtypes
     ├── LimitsError               cgroup / rlimit set-up failed
+    ├── StartupError              the platform cannot start (port, home, store): says what to fix
+    │   └── HomeInUseError        another live platform holds this home's lock
     ├── WorkloadError             an arrival-process spec or trace that cannot be used
     ├── TrainingError
     │   └── WorkerFailedError     a distributed worker/server process died or raised (job stopped)
@@ -77,6 +79,14 @@ class InputValidationError(ServelabError, ValueError):
 
 
 class LimitsError(ServelabError):
+    pass
+
+
+class StartupError(ServelabError):
+    pass
+
+
+class HomeInUseError(StartupError):
     pass
 
 

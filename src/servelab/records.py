@@ -7,13 +7,15 @@ Latency is measured from the *scheduled* time, so a slow client cannot hide queu
 (no coordinated omission); ``send_lag_ms`` says how late the generator was.
 
 On disk a record set is a directory of Parquet part files (``part-000001.parquet`` …): the
-writer flushes a new part at least every ``flush_interval_s`` and renames it into place
-atomically, so a killed run loses at most the last interval and never leaves a broken file.
+writer's flusher thread writes a new part every ``flush_interval_s`` (whether or not more
+records come) and renames it into place atomically, so a killed run loses at most the last
+interval and never leaves a broken file.
 :func:`read_records` reads a directory or a single ``.parquet`` file.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -134,8 +136,13 @@ def to_table(records: Iterable[AnyRecord], schema: pa.Schema = SCHEMA) -> pa.Tab
 class RecordWriter:
     """Appends records to a directory of Parquet parts; thread-safe; flushes on a timer.
 
-    Use as a context manager, or call :meth:`close`. ``append`` never blocks on disk unless a
-    flush is due; a flush writes ``.tmp`` then renames, so readers only ever see whole parts.
+    A flusher thread writes whatever was appended at least every ``flush_interval_s`` (a
+    timer, not the next append: a record reaches disk within about one interval of being
+    measured even if nothing follows it), and at once when ``flush_rows`` are waiting.
+    ``append`` never touches the disk, so an event loop that calls it never waits on a write.
+    A part is written to ``.tmp`` then renamed, so readers only ever see whole parts, and a
+    killed process loses at most the last interval. Use as a context manager, or call
+    :meth:`close` (which writes the rest).
     """
 
     def __init__(self, directory: str | os.PathLike[str], *, flush_interval_s: float = 1.0,
@@ -148,39 +155,84 @@ class RecordWriter:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.flush_interval_s = flush_interval_s
         self.flush_rows = flush_rows
-        self._buf: list[RequestRecord | InstanceRecord | dict[str, Any]] = []
+        self._buf: list[AnyRecord] = []
+        self._chunks: list[tuple[int, list[AnyRecord]]] = []  # cut, numbered, not yet written
         self._lock = threading.Lock()
-        self._last_flush = time.monotonic()
+        self._wake = threading.Condition(self._lock)
+        self._write_lock = threading.Lock()  # one part write at a time; appends never wait on it
+        self._closing = False
+        self._flusher: threading.Thread | None = None
         existing = sorted(self.directory.glob(f"part-{prefix}[0-9]*.parquet"))
         self._next_part = int(existing[-1].stem.rsplit("-", 1)[1]) + 1 if existing else 1
         self.count = 0
 
-    def append(self, record: RequestRecord | InstanceRecord | dict[str, Any]) -> None:
+    def append(self, record: AnyRecord) -> None:
         with self._lock:
             self._buf.append(record)
             self.count += 1
-            due = (len(self._buf) >= self.flush_rows
-                   or time.monotonic() - self._last_flush >= self.flush_interval_s)
-        if due:
-            self.flush()
+            if len(self._buf) >= self.flush_rows:
+                self._cut()
+                self._wake.notify()
+            if self._flusher is None and not self._closing:
+                self._flusher = threading.Thread(target=self._flush_loop, name="records-flusher", daemon=True)
+                self._flusher.start()
 
-    def extend(self, records: Iterable[RequestRecord | InstanceRecord | dict[str, Any]]) -> None:
+    def extend(self, records: Iterable[AnyRecord]) -> None:
         for r in records:
             self.append(r)
 
-    def flush(self) -> None:
-        with self._lock:
-            buf, self._buf = self._buf, []
-            self._last_flush = time.monotonic()
-            if not buf:
-                return
-            part = self.directory / f"part-{self.prefix}{self._next_part:06d}.parquet"
+    def _cut(self) -> None:
+        """Move the buffer into a numbered chunk (caller holds the lock): part order = append order."""
+        if self._buf:
+            self._chunks.append((self._next_part, self._buf))
             self._next_part += 1
-            tmp = part.with_suffix(".tmp")
-            pq.write_table(to_table(buf, self.schema), tmp)
-            os.replace(tmp, part)
+            self._buf = []
+
+    def _take(self) -> list[tuple[int, list[AnyRecord]]]:
+        chunks, self._chunks = self._chunks, []
+        return chunks
+
+    def _write(self, chunks: list[tuple[int, list[AnyRecord]]]) -> None:
+        with self._write_lock:
+            for number, rows in chunks:
+                part = self.directory / f"part-{self.prefix}{number:06d}.parquet"
+                tmp = part.with_suffix(".tmp")
+                pq.write_table(to_table(rows, self.schema), tmp)
+                os.replace(tmp, part)
+
+    def _flush_loop(self) -> None:
+        while True:
+            with self._lock:
+                deadline = time.monotonic() + self.flush_interval_s
+                while not self._chunks and not self._closing:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._wake.wait(min(left, threading.TIMEOUT_MAX))
+                self._cut()
+                chunks, closing = self._take(), self._closing
+            try:
+                self._write(chunks)
+            except Exception:  # a full disk must not kill the flusher: say so and keep going
+                logging.getLogger(__name__).exception("could not write %d record parts to %s",
+                                                      len(chunks), self.directory)
+            if closing:
+                return
+
+    def flush(self) -> None:
+        """Write everything appended so far, now, in the calling thread."""
+        with self._lock:
+            self._cut()
+            chunks = self._take()
+        self._write(chunks)
 
     def close(self) -> None:
+        with self._lock:
+            self._closing = True
+            self._wake.notify()
+            flusher = self._flusher
+        if flusher is not None:
+            flusher.join()
         self.flush()
 
     def __enter__(self) -> RecordWriter:

@@ -97,10 +97,14 @@ class TensorSpec:
         raise InputValidationError(f"cannot make random data for dtype {self.dtype}")
 
 
-def validate_inputs(specs: Sequence[TensorSpec], inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+def validate_inputs(specs: Sequence[TensorSpec], inputs: Mapping[str, Any], *,
+                    exact_dtype: bool = False) -> dict[str, np.ndarray]:
     """Check names, ranks, fixed dims and dtypes; return arrays ready for a runtime.
 
     Raises :class:`InputValidationError` with a message that names the input and what it expects.
+    ``exact_dtype`` (requests from the network): the datatype must be the model's, since a
+    client that sends INT64 for an FP32 input has a bug a silent cast would hide; otherwise
+    (arrays from Python code) a same-kind cast is made.
     """
     expected = {s.name for s in specs}
     missing = expected - inputs.keys()
@@ -115,6 +119,11 @@ def validate_inputs(specs: Sequence[TensorSpec], inputs: Mapping[str, Any]) -> d
         arr = np.asarray(inputs[spec.name])
         want = np.dtype(spec.dtype)
         if arr.dtype != want:
+            if exact_dtype:
+                got_v2, want_v2 = NUMPY_TO_V2.get(arr.dtype, str(arr.dtype)), NUMPY_TO_V2.get(want, str(want))
+                raise InputValidationError(
+                    f"input {spec.name!r} is {got_v2} data, but the model declares it {want_v2}: "
+                    f"send datatype {want_v2!r}")
             if np.can_cast(arr.dtype, want, casting="same_kind"):
                 arr = arr.astype(want)
             else:

@@ -31,13 +31,49 @@ def _client(url: str | None, token: str | None):
     return PlatformClient(url or os.environ.get(URL_ENV, DEFAULT_URL), token=token or os.environ.get(TOKEN_ENV))
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+def bind_socket(host: str, port: int):
+    """Bind the listening socket before anything else starts, so a busy port is one clear line."""
+    import socket
+
+    from servelab.errors import StartupError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise StartupError(f"cannot resolve --host {host!r}: {e.strerror}") from None
+    family, kind, proto, _, addr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp does: restarts need no wait
+    try:
+        sock.bind(addr)
+        sock.listen(1024)
+    except OSError as e:
+        sock.close()
+        hint = "stop whatever listens there or pass another --port" if e.errno == 98 else "check --host and --port"
+        raise StartupError(f"cannot listen on {host}:{port}: {e.strerror}; {hint}") from None
+    return sock
+
+
+def check_exposure(host: str, token: str | None, allow_unauthenticated: bool) -> None:
+    """Beyond loopback, anyone who can reach the port could deploy code: insist on a token."""
+    if host in LOOPBACK_HOSTS or token or allow_unauthenticated:
+        return
+    raise ConfigError(f"--host {host} exposes the platform beyond this machine without a token: anyone who "
+                      "can reach it could deploy and run code. Set --token (or $SERVELAB_TOKEN), or pass "
+                      "--allow-unauthenticated to accept that")
+
+
 @platform_app.command("up")
 def up(
-    host: str = typer.Option("127.0.0.1", help="Address to bind. Loopback by default; say 0.0.0.0 to expose it."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind. Loopback by default; say 0.0.0.0 to expose it "
+                                               "(needs --token or --allow-unauthenticated)."),
     port: int = typer.Option(8080, help="TCP port."),
     home: Path = typer.Option(None, help="State directory (default: $SERVELAB_HOME or ~/.servelab)."),
     store: str = typer.Option(None, help="Model store URL (default: the local store in HOME; or s3://…)."),
-    token: str = typer.Option(None, help=f"Require this token on management calls (default: ${TOKEN_ENV})."),
+    token: str | None = typer.Option(None, help=f"Require this token on management calls (default: ${TOKEN_ENV})."),
     limits: str = typer.Option("auto", help="Instance limits: auto, cgroup2, cgroup1, rlimit, none."),
     max_body_mb: float = typer.Option(6.0, help="Largest request body, MB (Lambda: 6)."),
     instance_network: str = typer.Option("host", help="Instances' network (as root): host (loopback and the "
@@ -46,6 +82,11 @@ def up(
                                    help="As root, run each function's instances as its own uid with a private "
                                         "view of the files (docs/isolation.md). --no-isolation: only to measure "
                                         "what it costs."),
+    allow_unauthenticated: bool = typer.Option(
+        False, "--allow-unauthenticated", help="Accept binding beyond loopback without a token."),
+    max_event_queue: int = typer.Option(10_000, help="Most Event invocations waiting at once (429 above)."),
+    event_retry_delay_s: float = typer.Option(
+        60.0, help="Wait before an Event invocation's first retry (doubles for the second; Lambda: 60)."),
 ) -> None:
     """Start the platform in the foreground (Ctrl-C stops it and its instances)."""
     from aiohttp import web
@@ -56,19 +97,30 @@ def up(
 
     if limits not in LIMITS_CHOICES:
         raise ConfigError(f"--limits must be one of {', '.join(LIMITS_CHOICES)}")
+    if max_event_queue < 1 or event_retry_delay_s < 0:
+        raise ConfigError("--max-event-queue must be at least 1 and --event-retry-delay-s at least 0")
     home = home or default_home()
     token = token or os.environ.get(TOKEN_ENV)
     if instance_network not in ("host", "none"):
         raise ConfigError(f"--instance-network must be host or none, got {instance_network!r}")
-    platform = Platform(home, store_url=store, limits=limits,  # type: ignore[arg-type]
+    check_exposure(host, token, allow_unauthenticated)
+    platform = Platform(home, store_url=store, limits=limits, port=port,
+                        max_event_queue=max_event_queue, event_retry_delay_s=event_retry_delay_s,
                         instance_network=instance_network, isolate=isolation)  # type: ignore[arg-type]
+    platform.lock_home()  # a second platform on this home stops here, before touching anything
+    try:
+        sock = bind_socket(host, port)
+    except BaseException:
+        platform.home_lock.release()
+        raise
     app = make_app(platform, token=token, max_body_bytes=int(max_body_mb * 1024 * 1024))
 
     async def banner(_: web.Application) -> None:
         li = platform.limits_info
         console.print(f"[bold green]servelab platform[/] on http://{host}:{port}  home={home}")
         console.print(f"  limits: {li.mode if li else 'none'} ({li.reason if li else 'disabled'})")
-        console.print(f"  functions: {len(platform.services)}  token: {'required' if token else 'off'}")
+        console.print(f"  functions: {len(platform.services)}  token: {'required' if token else 'off'}"
+                      f"  stale instances cleaned: {platform.stale_cleaned}")
         from servelab.platform.isolation import mode as isolation_mode
 
         iso = isolation_mode()
@@ -76,7 +128,7 @@ def up(
                                                  " (not root: instances run as this user; docs/isolation.md)"))
 
     app.on_startup.append(banner)
-    web.run_app(app, host=host, port=port, print=None, handle_signals=True)
+    web.run_app(app, sock=sock, print=None, handle_signals=True)
 
 
 @platform_app.command("info")
@@ -106,6 +158,9 @@ def _push_model(model: str, client) -> str:
     """A local ONNX file goes into the platform's store first; a ref or stored name passes through."""
     path = Path(model)
     if not path.is_file():
+        if path.suffix == ".onnx" or "/" in model or os.sep in model:
+            raise ConfigError(f"model file {model} not found; give an existing .onnx file, a store ref "
+                              "(name@sha256:...) or a stored model name")
         return model
     from servelab.models.store import open_store
 

@@ -8,21 +8,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
+import os
 import shutil
+import uuid
 import zipfile
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from servelab.config import validate_name
-from servelab.errors import ConfigError, FunctionNotFoundError, LimitsError
+from servelab.errors import ConfigError, FunctionNotFoundError, LimitsError, StartupError
 from servelab.platform.backends.local import LocalProcessBackend
+from servelab.platform.events import EventDispatcher, EventQueue
 from servelab.platform.functions import FunctionConfig, FunctionRegistry
+from servelab.platform.homelock import HomeLock
 from servelab.platform.isolation import InstanceNetwork, UidMap
 from servelab.platform.isolation import plan as plan_isolation
-from servelab.platform.limits import LimitsInfo, cleanup_stale, detect
+from servelab.platform.limits import InstanceLedger, LimitsInfo, cleanup_stale, detect
+from servelab.platform.limits.stale import LEDGER_NAME
 from servelab.platform.meter import Meter
+from servelab.platform.names import function_arn
 from servelab.platform.service import FunctionService, Invocation
+
+if TYPE_CHECKING:
+    from servelab.models.store import ModelStore
 
 LimitsChoice = Literal["auto", "cgroup2", "cgroup1", "rlimit", "none"]
 LIMITS_CHOICES: tuple[LimitsChoice, ...] = ("auto", "cgroup2", "cgroup1", "rlimit", "none")
@@ -41,38 +51,98 @@ def resolve_limits(choice: LimitsChoice) -> LimitsInfo | None:
 class Platform:
     def __init__(self, home: Path, *, store_url: str | None = None, limits: LimitsChoice = "auto",
                  preload: list[str] | None = None, reconcile_interval_s: float = 0.1,
-                 instance_network: InstanceNetwork = "host", isolate: bool = True) -> None:
+                 instance_network: InstanceNetwork = "host", isolate: bool = True,
+                 port: int | None = None, max_event_queue: int = 10_000,
+                 event_retry_delay_s: float = 60.0) -> None:
         self.home = Path(home)
         self.instance_network = instance_network
         self.isolate = isolate  # as root: each function's instances in their own uid and views
+        self.port = port  # only for the home lock's "in use by ... on port P" message
+        self.platform_id = f"platform-{uuid.uuid4().hex[:8]}"
+        self.home_lock = HomeLock(self.home, self.platform_id)
+        self.stale_cleaned = 0
+        self.max_event_queue = max_event_queue
+        self.event_retry_delay_s = event_retry_delay_s
         self.store_url = store_url
         self.limits_choice = limits
         self.preload = preload or ["onnxruntime"]
         self.reconcile_interval_s = reconcile_interval_s
         self.services: dict[str, FunctionService] = {}
         self.limits_info: LimitsInfo | None = None
-        self._reconciler: asyncio.Task | None = None
+        self._reconciler: asyncio.Task[None] | None = None
         self._model_meta: dict[str, dict[str, Any]] = {}
-        self._background: set[asyncio.Task] = set()
+        self._background: set[asyncio.Task[None]] = set()
 
     # ---- lifecycle -----------------------------------------------------------------------
+    def lock_home(self) -> None:
+        """Make the home usable and take its lock (idempotent); raises :class:`StartupError`.
+
+        Called by :meth:`start`; the CLI calls it before binding the port, so that a second
+        platform on the same home stops at once with a message naming the first.
+        """
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StartupError(f"cannot create the home {self.home}: {e.strerror}; pass a writable "
+                               "--home (or set $SERVELAB_HOME)") from None
+        if not os.access(self.home, os.R_OK | os.W_OK | os.X_OK):
+            raise StartupError(f"the home {self.home} is not readable and writable by uid {os.getuid()}; "
+                               "fix its permissions or pass another --home")
+        self.home_lock.acquire(self.port)
+
     async def start(self) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
-        self.limits_info = resolve_limits(self.limits_choice)
-        if self.limits_info is not None and self.limits_info.mode != "rlimit":
+        self.lock_home()
+        try:
+            await self._start_locked()
+        except BaseException:
+            self.home_lock.release()
+            raise
+
+    async def _start_locked(self) -> None:
+        info = resolve_limits(self.limits_choice)
+        if info is not None and info.mode != "rlimit":
+            # Only the cgroups this home's earlier (now dead: we hold its lock) platform wrote
+            # down are cleaned; another platform's instances beside them are never touched.
+            info = dataclasses.replace(info, ledger=InstanceLedger(self.home / LEDGER_NAME, self.platform_id))
             with contextlib.suppress(LimitsError, OSError):
-                cleanup_stale(self.limits_info)
+                self.stale_cleaned = cleanup_stale(info)
+        self.limits_info = info
+        await self._check_store()
         self.uids = UidMap(self.home)
         self.registry = FunctionRegistry(self.home / "platform.db")
-        self.meter = Meter(self.home / "records")
+        self.meter = Meter(self.home / "records", run_id=self.platform_id)
         self.backend = LocalProcessBackend(preload=self.preload, limits_info=self.limits_info)
         for cfg, _ in self.registry.list():
             self._add_service(cfg)
         if any(s.config.start_mode == "fork" for s in self.services.values()):
             await self.backend.warm_up()
         self._reconciler = asyncio.create_task(self._reconcile_loop())
+        # after the services exist: events accepted before a crash run as soon as we are up
+        self.event_queue = EventQueue(self.home / "events.db", max_queued=self.max_event_queue)
+        self.events = EventDispatcher(self.event_queue, self.invoke, retry_delay_s=self.event_retry_delay_s,
+                                      function_arn=function_arn, concurrency=self._concurrency)
+        self.events.start()
+
+    def _concurrency(self) -> dict[str, int]:
+        return {name: svc.config.max_concurrency for name, svc in self.services.items()}
+
+    async def _check_store(self, timeout_s: float = 15.0) -> None:
+        """Fail start-up with one line when the model store cannot be listed."""
+        try:
+            await asyncio.wait_for(asyncio.to_thread(lambda: self.store().list()), timeout_s)
+        except TimeoutError:
+            raise StartupError(f"the model store {self.store_url} did not answer within {timeout_s:g} s; "
+                               "check the URL, the network and the endpoint") from None
+        except Exception as e:  # boto3/OS errors of every kind: the message is what matters here
+            where = self.store_url or str(self.home / "store")
+            raise StartupError(f"the model store {where} is unreachable: {type(e).__name__}: {e}; check the "
+                               "URL and credentials (or leave --store unset for the local store)") from None
 
     async def close(self) -> None:
+        events = getattr(self, "events", None)
+        if events is not None:
+            await events.close()  # events still running stay in the queue and run at the next start
+            self.event_queue.close()
         if self._reconciler:
             self._reconciler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -82,6 +152,7 @@ class Platform:
         await self.backend.close()
         self.meter.close()
         self.registry.close()
+        self.home_lock.release()
 
     async def __aenter__(self) -> Platform:
         await self.start()
@@ -115,7 +186,7 @@ class Platform:
         self.services[cfg.name] = svc
         return svc
 
-    def store(self):
+    def store(self) -> ModelStore:
         from servelab.models.store import open_store
 
         return open_store(self.store_url, home=self.home)
@@ -155,6 +226,7 @@ class Platform:
 
     async def delete(self, name: str) -> None:
         self.registry.delete(name)
+        await asyncio.to_thread(self.event_queue.drop_function, name, "the function was deleted")
         svc = self.services.pop(name, None)
         self._model_meta.pop(name, None)
         if svc is not None:
@@ -176,14 +248,14 @@ class Platform:
     async def model_metadata(self, name: str) -> dict[str, Any]:
         """Inputs and outputs of a function's model (inspected once, then cached)."""
         if name not in self._model_meta:
-            cfg = self.service(name).config
-            if not cfg.model:
+            model = self.service(name).config.model
+            if not model:
                 raise ConfigError(f"function {name!r} has no model")
 
             def inspect() -> dict[str, Any]:
                 from servelab.models.onnx_info import inspect_model
 
-                info = inspect_model(self.store().get(cfg.model))
+                info = inspect_model(self.store().get(model))
                 return {"inputs": [s.v2_metadata() for s in info.inputs],
                         "outputs": [s.v2_metadata() for s in info.outputs]}
 

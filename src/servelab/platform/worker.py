@@ -88,7 +88,8 @@ class ModelHandler:
                     raise t.InputValidationError(
                         "the event must be an Open Inference Protocol request: "
                         '{"inputs": [{"name", "shape", "datatype", "data" | "b64"}]}')
-                arrays = t.validate_inputs(self.session.inputs, t.decode_tensors(event["inputs"], raw))
+                arrays = t.validate_inputs(self.session.inputs, t.decode_tensors(event["inputs"], raw),
+                                            exact_dtype=True)
                 b64 = any("b64" in obj for obj in event["inputs"])
                 parsed.append((event, arrays, b64, t.wants_binary_outputs(event)))
             except json.JSONDecodeError as e:
