@@ -202,7 +202,13 @@ def step_dir(root: Path, step: int) -> Path:
 
 
 def mark_complete(root: Path, step: int, framework: Framework, keep: int = 2) -> None:
-    """Written last, by one process, once every part of step ``step`` is on disk; older ones are pruned."""
+    """Written last, by one process, once every part of step ``step`` is on disk; older ones are pruned.
+
+    The parts may have been written on other nodes (a server's shard): with several machines the
+    checkpoint path must be a shared file system for a resume to find them; without one, the
+    marker still records the step on this node and no part is lost on the nodes that wrote them.
+    """
+    step_dir(root, step).mkdir(parents=True, exist_ok=True)
     _write_text(step_dir(root, step) / "complete.json", json.dumps({"step": step, "framework": framework}))
     done = sorted(p for p in root.glob("step-*") if (p / "complete.json").exists())
     for old in done[:-keep]:

@@ -197,7 +197,7 @@ def _collect(framework: Framework, cluster: ClusterConfig, spec: TrainSpec, out_
         final = torch.load(out_dir / "model.pt", map_location="cpu", weights_only=True)
     else:
         final = {}  # another node holds worker 0
-    first = logs.get(0, workers[0] if workers else {})
+    first = logs.get(0, min(workers, key=lambda w: w["rank"]) if workers else {})
     staleness: dict[str, float] = {}
     if framework == "async-ps" and servers:
         staleness = {
@@ -219,4 +219,6 @@ def _collect(framework: Framework, cluster: ClusterConfig, spec: TrainSpec, out_
         eval_log=[tuple(e) for e in first.get("eval_log", [])],
         staleness=staleness,
         out_dir=out_dir,
+        log_rank=int(first.get("rank", -1)),
+        node_rank=cluster.rendezvous.node_rank,
     )

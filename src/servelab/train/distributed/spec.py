@@ -81,7 +81,11 @@ class TrainSpec:
 
 @dataclass
 class TrainResult:
-    """What a run measured. Times in seconds; ``losses`` are worker 0's, one per step it ran."""
+    """What a run measured. Times in seconds; ``losses`` are worker ``log_rank``'s, one per step it ran.
+
+    ``log_rank`` is 0 except on a node of a multi-node job that does not hold worker 0 (its first
+    worker then; -1 when it runs only servers); there ``final_state`` is empty: node 0 has the model.
+    """
 
     framework: Framework
     nworkers: int
@@ -96,6 +100,8 @@ class TrainResult:
     staleness: dict[str, float] = field(default_factory=dict)  # async-ps: max, mean, dropped, updates
     out_dir: Path | None = None
     net: Any = None  # launch(job) puts the trained layer net here, for export
+    log_rank: int = 0
+    node_rank: int = 0
 
     @property
     def samples_per_s(self) -> float:
