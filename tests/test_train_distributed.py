@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -61,10 +62,22 @@ def test_each_framework_trains_the_blob_task_to_target_accuracy(cluster, framewo
         assert result.staleness["updates"] == 2 * 80 and result.staleness["dropped"] == 0
 
 
-def test_allreduce_with_two_workers_matches_one_worker_on_the_combined_batch(tmp_path: Path) -> None:
-    spec = blob_spec(steps=15, lr=0.3, momentum=0.9)
-    two = launch_spec(spec, ALLREDUCE, out_dir=tmp_path, timeout_s=TIMEOUT_S)
-    assert_same_params(two.final_state, train_in_process(spec))
+@pytest.mark.parametrize(("backend", "workers"), [("gloo", 2), ("shm", 2), ("shm", 3)])
+def test_allreduce_workers_match_one_worker_on_the_combined_batch(backend: str, workers: int, tmp_path: Path) -> None:
+    spec = blob_spec(steps=15, lr=0.3, momentum=0.9, batch_size=16 * workers)
+    cluster = ClusterConfig(nworkers_per_group=workers, backend=backend)
+    result = launch_spec(spec, cluster, out_dir=tmp_path, timeout_s=TIMEOUT_S)
+    assert_same_params(result.final_state, train_in_process(spec))
+    # every replica applied the same averaged gradient: the workers' losses fall alike
+    logs = [json.loads((tmp_path / f"rank-{r}.json").read_text())["losses"] for r in range(workers)]
+    assert all(len(x) == 15 and x[-1] < x[0] for x in logs)
+
+
+def test_shm_backend_needs_one_cpu_machine() -> None:
+    with pytest.raises(ValueError, match="shm"):
+        ClusterConfig(nworkers_per_group=2, backend="shm", device="cuda")
+    with pytest.raises(ValueError, match="nnodes 1"):
+        ClusterConfig(nworkers_per_group=2, backend="shm", rendezvous={"nnodes": 2, "master_port": 29500})
 
 
 def test_sync_parameter_server_matches_one_worker_on_the_combined_batch(tmp_path: Path) -> None:

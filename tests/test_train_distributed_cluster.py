@@ -55,7 +55,9 @@ def test_unknown_key_and_bad_backend_are_named() -> None:
 
 
 def test_auto_backend_follows_the_device() -> None:
-    assert ClusterConfig().resolved_backend == "gloo"
+    assert ClusterConfig().resolved_backend == "shm"  # one CPU machine: shared memory beats loopback TCP
+    two_nodes = {"nnodes": 2, "master_port": 29500}
+    assert ClusterConfig(rendezvous=two_nodes).resolved_backend == "gloo"
     assert ClusterConfig(device="cuda").resolved_backend == "nccl"
     assert ClusterConfig(device="cuda", backend="gloo").resolved_backend == "gloo"
 

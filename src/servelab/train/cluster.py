@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from servelab.errors import ConfigError
 
 Framework = Literal["local", "allreduce", "sync-ps", "async-ps", "hogwild"]
-Backend = Literal["auto", "gloo", "nccl"]
+Backend = Literal["auto", "gloo", "nccl", "shm"]
 DeviceKind = Literal["cpu", "cuda"]
 
 #: What each framework is, in one line; the keys are the only frameworks there are.
@@ -104,6 +104,9 @@ class ClusterConfig(BaseModel):
     def _check(self) -> ClusterConfig:
         if self.backend == "nccl" and self.device != "cuda":
             raise ValueError("backend 'nccl' needs device 'cuda'; use backend 'gloo' (or 'auto') on cpu")
+        if self.backend == "shm" and (self.device != "cpu" or self.rendezvous.nnodes > 1):
+            raise ValueError("backend 'shm' averages gradients in this machine's memory: it needs device 'cpu' "
+                             "and rendezvous.nnodes 1; use 'gloo' (or 'auto') otherwise")
         framework_for(self)  # raises for topologies no framework implements
         return self
 
@@ -121,10 +124,15 @@ class ClusterConfig(BaseModel):
         return self.nworkers + self.nservers
 
     @property
-    def resolved_backend(self) -> Literal["gloo", "nccl"]:
+    def resolved_backend(self) -> Literal["gloo", "nccl", "shm"]:
+        """How all-reduce workers average gradients: ``auto`` is nccl on cuda, shared memory on one
+        CPU machine (see ``servelab.train.distributed.shm``: gloo over loopback TCP loses there),
+        gloo across CPU machines."""
         if self.backend != "auto":
             return self.backend
-        return "nccl" if self.device == "cuda" else "gloo"
+        if self.device == "cuda":
+            return "nccl"
+        return "shm" if self.rendezvous.nnodes == 1 else "gloo"
 
 
 def framework_for(cfg: ClusterConfig) -> Framework:

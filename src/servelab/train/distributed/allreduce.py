@@ -15,10 +15,13 @@ from torch.nn.parallel import DistributedDataParallel
 
 from servelab.train.distributed import _common as c
 from servelab.train.distributed.partition import apply_model_parallel, full_state_dict
+from servelab.train.distributed.shm import GradientAverager, ShmAllReduce
 from servelab.train.distributed.spec import TrainSpec
 
 
-def run(role: c.Role, spec: TrainSpec) -> None:
+def run(role: c.Role, spec: TrainSpec, shm: ShmAllReduce | None = None) -> None:
+    """Train as worker ``role.rank``; with ``shm`` (the launcher's shared block, one machine) the
+    gradients are averaged in shared memory instead of by DDP over the process group."""
     world = role.cluster.nworkers
     device = c.device_for(role)
     log = c.Log(role)
@@ -46,7 +49,11 @@ def run(role: c.Role, spec: TrainSpec) -> None:
 
     net = model
     replicated = [n for n, p in model.named_parameters() if p.requires_grad and n not in sharded]
-    if world > 1 and replicated:  # (every parameter sharded: nothing for DDP to average)
+    averager = None
+    if world > 1 and replicated and shm is not None:
+        params = dict(model.named_parameters())
+        averager = GradientAverager(shm, role.rank, [params[n] for n in replicated])
+    elif world > 1 and replicated:  # (every parameter sharded: nothing for DDP to average)
         if sharded:
             DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, sharded)
         ids = [device.index] if device.type == "cuda" else None
@@ -60,7 +67,9 @@ def run(role: c.Role, spec: TrainSpec) -> None:
         loss = net(batch)["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        c.clip(spec, model)  # after DDP averaged the gradients: the global norm
+        if averager is not None:
+            averager.average()
+        c.clip(spec, model)  # after the gradients were averaged: the global norm
         opt.step()
         if sched is not None:
             sched.step()

@@ -108,6 +108,12 @@ def launch_spec(
     from servelab.train.distributed.worker import child
 
     ctx = _context()
+    if framework == "allreduce" and cluster.nworkers > 1 and cluster.resolved_backend == "shm" and port is not None:
+        from servelab.train.distributed._common import seeded_model
+        from servelab.train.distributed.shm import shm_state
+
+        numel = sum(p.numel() for p in seeded_model(spec).parameters() if p.requires_grad)
+        shared = shm_state(ctx, numel, cluster.nworkers, rdv.timeout_s)
     procs = {
         r: ctx.Process(target=child, args=(r, framework, spec, cluster, out_dir, port, shared),
                        name=f"servelab-train-rank{r}", daemon=True)
@@ -190,7 +196,7 @@ def _collect(framework: Framework, cluster: ClusterConfig, spec: TrainSpec, out_
     logs = {r: json.loads((out_dir / f"rank-{r}.json").read_text()) for r in ranks}
     workers = [v for v in logs.values() if v["kind"] == "worker"]
     servers = [v for v in logs.values() if v["kind"] == "server"]
-    if shared is not None:  # Hogwild: the shared tensors are the model
+    if framework == "hogwild":  # the shared tensors are the model
         final = {k: v.clone() for k, v in shared[0].items()}
         torch.save(final, out_dir / "model.pt")
     elif (out_dir / "model.pt").exists():
