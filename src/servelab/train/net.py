@@ -372,15 +372,20 @@ def _fast_plan(plan: Sequence[_Step]) -> list[_FastStep]:
     return fast
 
 
+_GLOBAL_HOOKS = tuple(getattr(_torch_module, name, {"missing": True}) for name in (
+    "_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks", "_global_backward_pre_hooks"))
+
+
 def _hooks_present(layers: Sequence[Layer]) -> bool:
-    """Whether calling a layer's ``forward`` directly would skip a hook (or a TorchScript trace's scope)."""
-    m = _torch_module
-    if (getattr(m, "_global_forward_hooks", True) or getattr(m, "_global_forward_pre_hooks", True)
-            or getattr(m, "_global_backward_hooks", True) or getattr(m, "_global_backward_pre_hooks", True)
-            or _tracing_state() is not None):
+    """Whether calling a layer's ``forward`` directly would skip a hook (or a TorchScript trace's scope).
+
+    torch keeps hooks in dicts that live as long as their module (registering adds to the dict,
+    never replaces it), so ``any`` over the dicts themselves, in C, is the whole check per call.
+    """
+    if any(_GLOBAL_HOOKS) or _tracing_state() is not None:
         return True
-    return any(la._forward_hooks or la._forward_pre_hooks or la._backward_hooks or la._backward_pre_hooks
-               for la in layers)
+    return any(d for la in layers for d in (la._forward_hooks, la._forward_pre_hooks, la._backward_hooks,
+                                            la._backward_pre_hooks))
 
 
 def _run(plan: Sequence[_FastStep], batch: Mapping[str, torch.Tensor], *, direct: bool) -> dict[str, torch.Tensor]:
