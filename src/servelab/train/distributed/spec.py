@@ -41,9 +41,9 @@ class TrainSpec:
       mini-batch (SINGA's ``partition_dim: 0``).
     - ``steps``: updates per worker group. ``checkpoint_freq`` (steps, 0 = never) writes a
       checkpoint under ``checkpoint_path`` that a restarted run resumes from.
-    - ``model_parallel``: qualified names of inner-product layers (an ``nn.Linear``, or a module
-      holding exactly one) split by output feature across the workers of a group (SINGA's
-      ``partition_dim: 1``; allreduce only).
+    - ``model_parallel``: qualified names of inner-product or convolution layers (an ``nn.Linear``
+      or ``nn.Conv2d``, or a module holding exactly one) split by output feature (channel) across
+      the workers of a group (SINGA's ``partition_dim: 1``; allreduce only).
     - ``evaluate(model) -> float`` (e.g. accuracy on held-out data), run by worker 0 every
       ``eval_every`` steps and at the end; its log gives time-to-accuracy.
     - ``clip_grad_norm``: clip each update's gradient norm (allreduce: the averaged gradient;
@@ -147,7 +147,7 @@ def _job_accuracy(net: nn.Module, *, job: JobConfig) -> float:
 
 
 def model_parallel_layers(net: nn.Module) -> tuple[str, ...]:
-    """Qualified module names of the inner-product layers a net marks ``partition_dim: 1``."""
+    """Qualified module names of the inner-product and convolution layers a net marks ``partition_dim: 1``."""
     from torch import nn
 
     from servelab.errors import ConfigError
@@ -157,11 +157,12 @@ def model_parallel_layers(net: nn.Module) -> tuple[str, ...]:
     for layer in getattr(net, "layers", []):
         if getattr(layer, "partition_dim", None) != 1:
             continue
-        linears = [n for n, m in layer.named_modules() if isinstance(m, nn.Linear)]
+        linears = [n for n, m in layer.named_modules() if isinstance(m, nn.Linear | nn.Conv2d)]
         if len(linears) != 1 or id(layer) not in by_id:
             raise ConfigError(
                 f"layer {getattr(layer, 'name', '?')!r} ({getattr(layer, 'type', '?')}) has partition_dim 1, but only "
-                "inner-product layers (one nn.Linear) can be split by feature; use partition_dim 0 or -1 for it"
+                "inner-product and convolution layers can be split by feature (channel); use partition_dim 0 or -1 "
+                "for it"
             )
         names.append(by_id[id(layer)])
     return tuple(names)
