@@ -369,6 +369,26 @@ class BatchNorm(Layer):
         return self.bn(x)
 
 
+@register_layer("lrn")
+class LRN(Layer):
+    """Local response normalisation across channels (AlexNet; SINGA's LRN layer):
+    ``x / (knorm + alpha / local_size * sum of x^2 over local_size neighbouring channels) ** beta``."""
+
+    class Options(LayerOptions):
+        local_size: int = Field(5, ge=1)
+        alpha: float = Field(1e-4, ge=0)
+        beta: float = Field(0.75, ge=0)
+        knorm: float = Field(1.0, gt=0)
+
+    def setup(self, inputs: list[torch.Tensor]) -> None:
+        _rank(self, inputs[0], (3, 4), "(batch, channels, length) or (batch, channels, height, width)")
+        o = self.options
+        self.lrn = nn.LocalResponseNorm(o.local_size, o.alpha, o.beta, o.knorm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lrn(x)
+
+
 @register_layer("embedding")
 class Embedding(Layer):
     """Token ids (int64) to vectors: (batch, ...) -> (batch, ..., dim)."""
