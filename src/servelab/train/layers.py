@@ -660,3 +660,7 @@ class Accuracy(_LabelledLayer):
                 hit = (logits.topk(o.top_k, dim=-1).indices == label.unsqueeze(-1)).any(-1)
             valid = label != o.ignore_index
             return (hit & valid).sum().float() / valid.sum().clamp(min=1).float()
+
+
+# Registered on import: RBM layers (rbm, contrastive_divergence, reconstruction_error, rbm_decode).
+from servelab.train import rbm as _rbm  # noqa: E402,F401

@@ -131,6 +131,9 @@ class Net(nn.Module):
             if partition_dim is not None and not layer.partition_dim_set:
                 layer.partition_dim = None if partition_dim == -1 else partition_dim
         self._check_sources(by_name)
+        for layer in layers:  # layers that read another layer's parameters (rbm's CD loss, decoder)
+            if hasattr(layer, "bind"):
+                layer.bind(by_name)
         order = _toposort(list(layers), by_name)
         self.layers: list[Layer] = order
         for layer in order:
@@ -150,6 +153,8 @@ class Net(nn.Module):
                             if s.layer.role == "loss"] for k, v in self._plans.items()}
         self._accuracy = {k: next((s.layer.name for s in v if s.layer.type == "accuracy"), None)
                           for k, v in self._plans.items()}
+        self._metrics = {k: [s.layer.name for s in v if s.layer.role == "metric" and s.layer.type != "accuracy"]
+                         for k, v in self._plans.items()}
 
     # -- building ------------------------------------------------------------------------------
     @staticmethod
@@ -268,6 +273,12 @@ class Net(nn.Module):
     def sequence_inputs(self) -> list[str]:
         """Batch keys whose axis 1 is time (input layers with ``sequence: true``)."""
         return [la.source for la in self.input_layers if la.options.sequence]  # type: ignore[attr-defined]
+
+    @property
+    def metric_names(self) -> list[str]:
+        """Metric layers other than accuracy active in the current phase (e.g. reconstruction_error):
+        the trainer logs each under its name."""
+        return self._metrics[self.training]
 
     @property
     def loss_sources(self) -> list[str]:

@@ -46,6 +46,7 @@ class BatchStats:
     loss: float
     accuracy: float | None
     samples: int
+    metrics: dict[str, float] = field(default_factory=dict)  # the net's other metric layers, by name
 
 
 @dataclass
@@ -88,7 +89,8 @@ def train_one_batch(net: Net, batch: Mapping[str, torch.Tensor], cfg: TrainOneBa
     _clip(net, cfg)
     update()
     acc = out.get("accuracy")
-    return BatchStats(float(loss.detach()), None if acc is None else float(acc), _batch_size(batch))
+    metrics = {name: float(out[name]) for name in net.metric_names}
+    return BatchStats(float(loss.detach()), None if acc is None else float(acc), _batch_size(batch), metrics)
 
 
 def _clip(net: Net, cfg: TrainOneBatchConfig) -> None:
@@ -133,6 +135,7 @@ def evaluate(net: Net, batches: Iterable[Mapping[str, torch.Tensor]], *, max_bat
     loss_sum = acc_sum = 0.0
     n = 0
     has_acc = False
+    metric_sums: dict[str, float] = {}
     try:
         with torch.no_grad():
             for i, batch in enumerate(batches):
@@ -147,10 +150,13 @@ def evaluate(net: Net, batches: Iterable[Mapping[str, torch.Tensor]], *, max_bat
                 if "accuracy" in out:
                     has_acc = True
                     acc_sum += float(out["accuracy"]) * b
+                for name in net.metric_names:
+                    metric_sums[name] = metric_sums.get(name, 0.0) + float(out[name]) * b
                 n += b
     finally:
         net.train(was_training)
-    return {"loss": loss_sum / n if n else None, "accuracy": acc_sum / n if n and has_acc else None, "samples": n}
+    return {"loss": loss_sum / n if n else None, "accuracy": acc_sum / n if n and has_acc else None, "samples": n,
+            **{k: v / n for k, v in metric_sums.items() if n}}
 
 
 def check_batch(net: Net, batch: Mapping[str, torch.Tensor]) -> None:
@@ -289,7 +295,7 @@ def train_local(job: JobConfig, *, out_dir: Path, progress: bool = True, resume:
         if not job.data.has_test:
             return None
         r = evaluate(net, make_data(job, "test"), max_batches=job.test_steps, device=device)
-        emit({"phase": "test", "step": step, "loss": r["loss"], "accuracy": r["accuracy"], "samples": r["samples"]})
+        emit({"phase": "test", "step": step, **r})
         bar.log(f"step {step}: test loss {r['loss']:.4f}" + (f" accuracy {r['accuracy']:.3f}" if r["accuracy"]
                                                               is not None else ""))
         return r
@@ -297,6 +303,10 @@ def train_local(job: JobConfig, *, out_dir: Path, progress: bool = True, resume:
     def update() -> None:
         optimizer.step()
 
+    if job.pretrain and start == 0:  # greedy RBM stages first (a resumed run has them in its checkpoint)
+        from servelab.train.rbm import pretrain
+
+        pretrain(net, job, device=device, emit=emit)
     ckpt: Path | None = latest
     train_loss: float | None = None
     window: list[BatchStats] = []
@@ -329,7 +339,8 @@ def train_local(job: JobConfig, *, out_dir: Path, progress: bool = True, resume:
                 accs = [s for s in window if s.accuracy is not None]
                 acc = sum(s.accuracy * s.samples for s in accs) / sum(s.samples for s in accs) if accs else None  # type: ignore[misc]
                 rate = n / max(now - t_window, 1e-9)
-                emit({"phase": "train", "step": step, "loss": train_loss, "accuracy": acc,
+                extra = {k: sum(s.metrics[k] * s.samples for s in window) / n for k in window[-1].metrics}
+                emit({"phase": "train", "step": step, "loss": train_loss, "accuracy": acc, **extra,
                       "lr": lr, "samples_per_s": rate,
                       "elapsed_s": now - t_run})
                 bar.show(train_loss, acc, rate)

@@ -193,6 +193,10 @@ def spec_from_job(job: JobConfig, *, out_dir: Path | None = None) -> TrainSpec:
             "train_one_batch.unroll_len (truncated BPTT, several updates per batch) is not implemented in the "
             "distributed frameworks: drop unroll_len (BPTT over whole sequences) or train in one process"
         )
+    if job.pretrain:
+        raise ConfigError("pretrain (greedy RBM stages) runs in one process: train this job without a cluster "
+                          "section (an rbm job without pretrain, trained by its contrastive_divergence loss, "
+                          "runs on every framework)")
     worker_job = job.model_copy(update={"batch_size": per_worker})
     torch.manual_seed(job.seed)
     probe = _job_model(job)
