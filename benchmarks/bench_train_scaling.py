@@ -20,7 +20,7 @@ the training loops (process start-up excluded).
 ``--profile`` adds a torch.profiler table of one 2-worker all-reduce step of the compute net, over
 gloo and over shared memory: where the step's time goes.
 
-    python benchmarks/bench_train_scaling.py [--reps 5] [--steps 60] [--profile]
+    python benchmarks/bench_train_scaling.py [--reps 5] [--profile]     # ~6 minutes on 2 cores
 
 Writes ``train-scaling-<time>.json`` (every run, settings, machine, load average before/after)
 to ``--out`` (default benchmarks/results). Times in seconds.
@@ -39,7 +39,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-NETS = {"compute": {"hidden": 2048, "per_worker_batch": 256}, "small": {"hidden": 512, "per_worker_batch": 64}}
+NETS = {"compute": {"hidden": 2048, "per_worker_batch": 256, "steps": 100},
+        "small": {"hidden": 512, "per_worker_batch": 64, "steps": 300}}
 FRAMEWORKS = ["allreduce-shm", "allreduce-gloo", "sync-ps", "async-ps", "hogwild"]
 
 
@@ -141,7 +142,7 @@ def profiles() -> list[dict]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=60, help="steps per run")
+    ap.add_argument("--steps", type=int, default=None, help="steps per run (default: compute 100, small 300)")
     ap.add_argument("--reps", type=int, default=5, help="round-robin repetitions (median reported)")
     ap.add_argument("--nets", default="compute,small")
     ap.add_argument("--frameworks", default=",".join(FRAMEWORKS))
@@ -162,7 +163,7 @@ def main() -> int:
         run_once(net, "allreduce-shm", 1, 1, 5)
     for _ in range(args.reps):
         for c in configs:
-            runs[c].append(run_once(*c, args.steps))
+            runs[c].append(run_once(*c, args.steps or NETS[c[0]]["steps"]))
     load_after = os.getloadavg()
 
     rows = []
@@ -172,7 +173,8 @@ def main() -> int:
                      "samples_per_s_min": min(r["samples_per_s"] for r in rs),
                      "samples_per_s_max": max(r["samples_per_s"] for r in rs)})
     med = {(r["net"], r["framework"], r["workers"], r["threads_per_worker"]): r["samples_per_s_median"] for r in rows}
-    print(f"samples/s, median of {args.reps} round-robin runs of {args.steps} steps; {cores} cores; "
+    print(f"samples/s, median of {args.reps} round-robin runs ({args.steps or 'compute 100, small 300'} steps); "
+          f"{cores} cores; "
           "threads per worker = cores / workers")
     header = (f"{'net':8} {'framework':15} {'1w x 1t':>9} {f'1w x {cores}t':>9} {f'2w x {max(1, cores // 2)}t':>9} "
               f"{'2w/1w(1t)':>9} {f'2w/1w({cores}t)':>10} {'2w spread':>15}")

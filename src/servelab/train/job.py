@@ -19,6 +19,7 @@ The four parts SINGA put in one job file, plus the loop settings::
     seed: 0
     device: cpu                           # or cuda
     threads: 1                            # torch intra-op threads; small nets run fastest on 1
+    precision: fp32                       # bf16 (autocast, CPU or GPU) or fp16 (autocast + loss scaling, GPU)
 
 The config is the artefact of record: the trainer writes it, resolved, next to the checkpoints.
 Relative data paths are relative to the job file's folder.
@@ -88,6 +89,8 @@ class JobConfig(BaseModel):
     seed: int = 0
     device: Literal["cpu", "cuda"] = "cpu"
     threads: int | None = Field(None, ge=1, description="torch intra-op threads (None: leave torch's default)")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="bf16: autocast (CPU or GPU); fp16: autocast with loss scaling (GPU only)")
     cluster: dict[str, Any] = Field(default_factory=dict)
     pretrain: list[PretrainStage] = Field(
         default_factory=list, description="rbm layers trained greedily by CD-k, in order, before train_steps of BP")

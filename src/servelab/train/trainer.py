@@ -19,6 +19,7 @@ Units: times in seconds, throughput in samples per second (wall clock, data load
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -33,6 +34,7 @@ from servelab.errors import ConfigError
 from servelab.train.checkpoint import latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
 from servelab.train.job import JobConfig, TrainOneBatchConfig
 from servelab.train.net import Net, build_net
+from servelab.train.precision import MixedPrecision
 from servelab.train.updaters import make_optimizer, make_scheduler
 
 __all__ = ["BatchStats", "MetricsLog", "TrainProgress", "TrainResult", "build_for_job", "check_batch",
@@ -76,21 +78,31 @@ def _batch_size(batch: Mapping[str, torch.Tensor]) -> int:
 
 
 def train_one_batch(net: Net, batch: Mapping[str, torch.Tensor], cfg: TrainOneBatchConfig,
-                    update: Callable[[], None]) -> BatchStats:
-    """Forward, backward, ``update()`` (BP); per time window when ``cfg`` asks for truncated BPTT."""
+                    update: Callable[[], None], precision: MixedPrecision | None = None) -> BatchStats:
+    """Forward, backward, ``update()`` (BP); per time window when ``cfg`` asks for truncated BPTT.
+    With ``precision`` the forward runs under its autocast and the backward is scaled (fp16)."""
     if cfg.alg == "bptt" and cfg.unroll_len is not None:
-        return _truncated_bptt(net, batch, cfg, update)
+        return _truncated_bptt(net, batch, cfg, update, precision)
     net.zero_grad(set_to_none=True)
-    out = net(batch)
+    with precision.autocast() if precision is not None else contextlib.nullcontext():
+        out = net(batch)
     if "loss" not in out:
         raise ConfigError("the net has no loss layer (softmax_loss, euclidean_loss, …) active in the train phase")
     loss = out["loss"]
-    loss.backward()
+    _backward(loss, precision)
     _clip(net, cfg)
     update()
     acc = out.get("accuracy")
     metrics = {name: float(out[name]) for name in net.metric_names}
     return BatchStats(float(loss.detach()), None if acc is None else float(acc), _batch_size(batch), metrics)
+
+
+def _backward(loss: torch.Tensor, precision: MixedPrecision | None) -> None:
+    if precision is None:
+        loss.backward()
+        return
+    precision.backward(loss)
+    precision.unscale()  # clipping sees the true gradients
 
 
 def _clip(net: Net, cfg: TrainOneBatchConfig) -> None:
@@ -99,7 +111,7 @@ def _clip(net: Net, cfg: TrainOneBatchConfig) -> None:
 
 
 def _truncated_bptt(net: Net, batch: Mapping[str, torch.Tensor], cfg: TrainOneBatchConfig,
-                    update: Callable[[], None]) -> BatchStats:
+                    update: Callable[[], None], precision: MixedPrecision | None = None) -> BatchStats:
     seq = net.sequence_inputs
     if not seq:
         raise ConfigError("train_one_batch: bptt with unroll_len needs an input layer with sequence: true "
@@ -112,8 +124,9 @@ def _truncated_bptt(net: Net, batch: Mapping[str, torch.Tensor], cfg: TrainOneBa
         for start in range(0, length, k):
             window = {key: (t[:, start:start + k] if key in seq else t) for key, t in batch.items()}
             net.zero_grad(set_to_none=True)
-            out = net(window)
-            out["loss"].backward()
+            with precision.autocast() if precision is not None else contextlib.nullcontext():
+                out = net(window)
+            _backward(out["loss"], precision)
             _clip(net, cfg)
             update()
             steps = min(k, length - start)
@@ -300,8 +313,8 @@ def train_local(job: JobConfig, *, out_dir: Path, progress: bool = True, resume:
                                                               is not None else ""))
         return r
 
-    def update() -> None:
-        optimizer.step()
+    amp = MixedPrecision(job.precision, device, optimizer)
+    update = amp.step
 
     if job.pretrain and start == 0:  # greedy RBM stages first (a resumed run has them in its checkpoint)
         from servelab.train.rbm import pretrain
@@ -324,7 +337,7 @@ def train_local(job: JobConfig, *, out_dir: Path, progress: bool = True, resume:
             if device.type != "cpu":
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             lr = optimizer.param_groups[0]["lr"]  # the rate this step used
-            stats = train_one_batch(net, batch, job.train_one_batch, update)
+            stats = train_one_batch(net, batch, job.train_one_batch, update, amp)
             scheduler.step()
             if not math.isfinite(stats.loss):
                 raise ConfigError(f"loss became {stats.loss} at step {step}; lower the learning rate "

@@ -193,6 +193,9 @@ def spec_from_job(job: JobConfig, *, out_dir: Path | None = None) -> TrainSpec:
             "train_one_batch.unroll_len (truncated BPTT, several updates per batch) is not implemented in the "
             "distributed frameworks: drop unroll_len (BPTT over whole sequences) or train in one process"
         )
+    if job.precision != "fp32":
+        raise ConfigError(f"precision {job.precision} is implemented for one-process training: drop the cluster "
+                          "section, or train the cluster job with precision: fp32")
     if job.pretrain:
         raise ConfigError("pretrain (greedy RBM stages) runs in one process: train this job without a cluster "
                           "section (an rbm job without pretrain, trained by its contrastive_divergence loss, "
