@@ -84,3 +84,31 @@ layers:
         window = sq[:, lo:hi].sum(1)
         want[:, c] = x[:, c] / (2.0 + 0.5 / 3 * window) ** 0.75
     torch.testing.assert_close(out, want, atol=1e-6, rtol=1e-5)
+
+
+def test_lrn_exports_as_the_onnx_lrn_operator_with_the_same_outputs(tmp_path) -> None:
+    import onnx
+
+    from servelab.train.export import check_parity
+    from servelab.train.job import parse_job
+
+    job = parse_job({"neuralnet": {"layers": [
+        {"name": "data", "type": "input", "shape": [6, 3, 3]},
+        {"name": "norm", "type": "lrn", "srclayers": "data", "local_size": 5, "alpha": 0.1},
+    ]}})
+    from servelab.train.export import export_onnx
+
+    net = build_net(job.neuralnet)
+    ex = export_onnx(net, job, tmp_path / "lrn.onnx", "norm", check=False)
+    assert [n.op_type for n in onnx.load(ex.path).graph.node] == ["LRN"]
+    diff = check_parity(net.inference_module("norm"), ex.path, {"data": torch.randn(4, 6, 3, 3)}, "norm")
+    assert diff < 1e-5
+
+
+def test_an_even_lrn_window_is_refused() -> None:
+    with pytest.raises(ConfigError, match="local_size must be odd"):
+        build_net(NetConfig.from_yaml("""
+layers:
+  - {name: data, type: input, shape: [6, 2, 2]}
+  - {name: norm, type: lrn, srclayers: data, local_size: 4}
+"""))
