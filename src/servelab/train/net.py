@@ -149,6 +149,7 @@ class Net(nn.Module):
         # The hot loop reads flat tuples: attribute lookups per layer are what a Python-level
         # net pays over hand-written code (benchmarks/bench_train_overhead.py).
         self._fast = {k: _fast_plan(v) for k, v in self._plans.items()}
+        self._hooks = _hook_dicts(self.layers)
         self._losses = {k: [(s.layer.name, s.layer.options.loss_weight) for s in v  # type: ignore[attr-defined]
                             if s.layer.role == "loss"] for k, v in self._plans.items()}
         self._accuracy = {k: next((s.layer.name for s in v if s.layer.type == "accuracy"), None)
@@ -246,7 +247,7 @@ class Net(nn.Module):
     # -- running -------------------------------------------------------------------------------
     def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         training = self.training
-        out = _run(self._fast[training], batch, direct=not _hooks_present(self.layers))
+        out = _run(self._fast[training], batch, direct=not _hooks_present(self._hooks))
         losses = self._losses[training]
         if losses:
             total = None
@@ -367,7 +368,7 @@ class InferenceNet(nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         batch = dict(zip(self.input_names, inputs, strict=True))
-        return _run(self._fast, batch, direct=not _hooks_present(self.net.layers))[self.output]
+        return _run(self._fast, batch, direct=not _hooks_present(self.net._hooks))[self.output]
 
 
 _FastStep = tuple[int, Any, Any, Any]
@@ -387,16 +388,17 @@ _GLOBAL_HOOKS = tuple(getattr(_torch_module, name, {"missing": True}) for name i
     "_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks", "_global_backward_pre_hooks"))
 
 
-def _hooks_present(layers: Sequence[Layer]) -> bool:
-    """Whether calling a layer's ``forward`` directly would skip a hook (or a TorchScript trace's scope).
+def _hook_dicts(layers: Sequence[Layer]) -> tuple[dict, ...]:
+    """Every layer's hook dicts, gathered once: torch keeps a module's hooks in dicts that live as
+    long as the module (registering adds to the dict, never replaces it)."""
+    return tuple(d for la in layers for d in (la._forward_hooks, la._forward_pre_hooks, la._backward_hooks,
+                                              la._backward_pre_hooks))
 
-    torch keeps hooks in dicts that live as long as their module (registering adds to the dict,
-    never replaces it), so ``any`` over the dicts themselves, in C, is the whole check per call.
-    """
-    if any(_GLOBAL_HOOKS) or _tracing_state() is not None:
-        return True
-    return any(d for la in layers for d in (la._forward_hooks, la._forward_pre_hooks, la._backward_hooks,
-                                            la._backward_pre_hooks))
+
+def _hooks_present(dicts: tuple[dict, ...]) -> bool:
+    """Whether calling a layer's ``forward`` directly would skip a hook (or a TorchScript trace's
+    scope): ``any`` over the dicts themselves, in C, is the whole check per call."""
+    return any(_GLOBAL_HOOKS) or any(dicts) or _tracing_state() is not None
 
 
 def _run(plan: Sequence[_FastStep], batch: Mapping[str, torch.Tensor], *, direct: bool) -> dict[str, torch.Tensor]:
