@@ -192,3 +192,22 @@ def test_cuda_nccl_worker_trains_like_the_cpu_reference(tmp_path: Path) -> None:
     spec = blob_spec(steps=15, lr=0.3, momentum=0.9)
     result = launch_spec(spec, cluster, out_dir=tmp_path, framework="allreduce", timeout_s=TIMEOUT_S)
     assert_same_params(result.final_state, train_in_process(spec), atol=1e-4)
+
+
+@pytest.mark.parametrize("nservers_per_group", [1, 2])
+def test_two_server_groups_serve_their_worker_groups_and_sync_their_replicas(
+    nservers_per_group: int, tmp_path: Path
+) -> None:
+    # SINGA's topology: worker group g talks to server group g % 2; the groups average every 5 rounds
+    cluster = ClusterConfig(nworker_groups=2, nserver_groups=2, nservers_per_group=nservers_per_group,
+                            server_worker_separate=True, sync_freq=5)
+    result = launch_spec(blob_spec(steps=42, lr=0.2), cluster, out_dir=tmp_path, timeout_s=TIMEOUT_S)
+    assert (result.framework, result.nservers) == ("async-ps", 2 * nservers_per_group)
+    assert result.eval_log[-1][2] >= 0.75  # held-out accuracy; chance is 0.25
+    servers = [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in range(2, 2 + result.nservers)]
+    assert [s["server_group"] for s in servers] == [0] * nservers_per_group + [1] * nservers_per_group
+    assert all(s["syncs"] == 9 for s in servers)  # rounds 5, 10, …, 40, and the last partial one (42)
+    assert all(s["applied"] == 42 for s in servers)  # each server group applied its own worker group's pushes
+    for j in range(nservers_per_group):  # after the final sync both replicas of each slice are the same
+        a, b = servers[j]["checksum"], servers[nservers_per_group + j]["checksum"]
+        assert a == pytest.approx(b, rel=1e-6, abs=1e-6)

@@ -44,14 +44,28 @@ class Role:
 
     @property
     def server(self) -> int:
+        """This server's index among all servers (server group major)."""
         return self.rank - self.cluster.nworkers
+
+    @property
+    def server_group(self) -> int:
+        """A server's group; for a worker, the server group it talks to."""
+        if self.kind == "server":
+            return self.server // self.cluster.nservers_per_group
+        return self.group % self.cluster.nserver_groups
+
+    @property
+    def server_slice(self) -> int:
+        """Which slice of the parameters a server holds (the same slice in every server group)."""
+        return self.server % self.cluster.nservers_per_group
 
     def group_ranks(self, g: int) -> list[int]:
         n = self.cluster.nworkers_per_group
         return list(range(g * n, (g + 1) * n))
 
-    def server_rank(self, j: int) -> int:
-        return self.cluster.nworkers + j
+    def server_rank(self, j: int, server_group: int = 0) -> int:
+        """The rank of the server holding slice ``j`` in ``server_group``."""
+        return self.cluster.nworkers + server_group * self.cluster.nservers_per_group + j
 
     @property
     def name(self) -> str:

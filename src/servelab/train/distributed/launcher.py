@@ -210,7 +210,7 @@ def _collect(framework: Framework, cluster: ClusterConfig, spec: TrainSpec, out_
             "max": max(s["staleness_max"] for s in servers),
             "mean": sum(s["staleness_mean"] for s in servers) / len(servers),
             "dropped": sum(s["dropped"] for s in servers),
-            "updates": servers[0]["applied"],
+            "updates": sum(s["applied"] for s in servers) // cluster.nservers_per_group,
         }
     return TrainResult(
         framework=framework,
