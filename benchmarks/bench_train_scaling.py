@@ -140,6 +140,17 @@ def profiles() -> list[dict]:
     return found
 
 
+def cell(row: dict | None) -> str:
+    """``median (best)`` samples/s of a configuration."""
+    return "-" if row is None else f"{row['samples_per_s_median']:,.0f} ({row['samples_per_s_max']:,.0f})"
+
+
+def ratio(a: dict | None, b: dict | None) -> str:
+    if a is None or b is None:
+        return "-"
+    return f"{a['samples_per_s_median'] / b['samples_per_s_median']:.2f}x"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=None, help="steps per run (default: compute 100, small 300)")
@@ -172,21 +183,17 @@ def main() -> int:
                      "samples_per_s_median": statistics.median(r["samples_per_s"] for r in rs),
                      "samples_per_s_min": min(r["samples_per_s"] for r in rs),
                      "samples_per_s_max": max(r["samples_per_s"] for r in rs)})
-    med = {(r["net"], r["framework"], r["workers"], r["threads_per_worker"]): r["samples_per_s_median"] for r in rows}
-    print(f"samples/s, median of {args.reps} round-robin runs ({args.steps or 'compute 100, small 300'} steps); "
-          f"{cores} cores; "
-          "threads per worker = cores / workers")
-    header = (f"{'net':8} {'framework':15} {'1w x 1t':>9} {f'1w x {cores}t':>9} {f'2w x {max(1, cores // 2)}t':>9} "
-              f"{'2w/1w(1t)':>9} {f'2w/1w({cores}t)':>10} {'2w spread':>15}")
-    print(header)
+    med = {(r["net"], r["framework"], r["workers"], r["threads_per_worker"]): r for r in rows}
+    half = max(1, cores // 2)
+    print(f"samples/s, median (best) of {args.reps} round-robin runs ({args.steps or 'compute 100, small 300'} "
+          f"steps); {cores} cores; threads per worker = cores / workers, and 1 worker x 1 thread for reference")
+    print(f"{'net':8} {'framework':15} {'1w x 1t':>17} {f'1w x {cores}t':>17} {f'2w x {half}t':>17} "
+          f"{'2w/1w(1t)':>11} {f'2w/1w({cores}t)':>11}")
     for net in nets:
         for fw in frameworks:
-            one1, onec = med.get((net, fw, 1, 1)), med.get((net, fw, 1, cores))
-            two = med.get((net, fw, 2, max(1, cores // 2)))
-            spread = next(r for r in rows if (r["net"], r["framework"], r["workers"]) == (net, fw, 2))
-            print(f"{net:8} {fw:15} {one1 or 0:>9,.0f} {onec or 0:>9,.0f} {two or 0:>9,.0f} "
-                  f"{two / one1 if one1 else 0:>8.2f}x {two / onec if onec else 0:>9.2f}x "
-                  f"{spread['samples_per_s_min']:>7,.0f}-{spread['samples_per_s_max']:<7,.0f}")
+            one1, onec, two = (med.get((net, fw, w, t)) for w, t in ((1, 1), (1, cores), (2, half)))
+            print(f"{net:8} {fw:15} {cell(one1):>17} {cell(onec):>17} {cell(two):>17} {ratio(two, one1):>11} "
+                  f"{ratio(two, onec):>11}")
     print(f"\nmachine: {platform.node()}, {cores} cpus, {platform.machine()}, shared with other "
           f"engineers' work: load average (1, 5, 15 min) {tuple(round(x, 2) for x in load_before)} before, "
           f"{tuple(round(x, 2) for x in load_after)} after")
