@@ -680,10 +680,6 @@ class Accuracy(_LabelledLayer):
             return (hit & valid).sum().float() / valid.sum().clamp(min=1).float()
 
 
-# Registered on import: RBM layers (rbm, contrastive_divergence, reconstruction_error, rbm_decode).
-from servelab.train import rbm as _rbm  # noqa: E402,F401
-
-
 # ------------------------------------------------------------------------------ imported models
 @register_layer("onnx")
 class OnnxModel(Layer):

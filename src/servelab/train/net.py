@@ -31,6 +31,7 @@ from torch.nn.modules import module as _torch_module
 
 from servelab.errors import ConfigError
 from servelab.train.layers import Input, Layer, Phase, format_validation_error, layer_class
+from servelab.train.rbm import RBM  # noqa: F401  (importing it registers the RBM layer types)
 
 __all__ = ["LayerConfig", "Net", "NetConfig", "build_net"]
 

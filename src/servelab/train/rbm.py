@@ -1,6 +1,6 @@
 """Restricted Boltzmann machines trained by contrastive divergence (SINGA's RBMVis/RBMHid and CDWorker).
 
-Layer types (registered on import; :mod:`servelab.train.layers` imports this module):
+Layer types (registered on import; :mod:`servelab.train.net` imports this module):
 
 - ``rbm``: the RBM's parameters (``hidden``: an ``nn.Linear`` from visible to hidden units, so
   ``hidden.weight`` is W and ``hidden.bias`` the hidden bias, plus ``visible_bias``); its output
@@ -123,7 +123,7 @@ class _BoundToRBM(Layer):
 
     @property
     def rbm(self) -> RBM:
-        return self._rbm  # type: ignore[attr-defined,no-any-return]
+        return self._rbm  # type: ignore[attr-defined,no-any-return,return-value]
 
 
 @register_layer("contrastive_divergence", "rbm_cd")
