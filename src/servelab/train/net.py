@@ -133,8 +133,9 @@ class Net(nn.Module):
                 layer.partition_dim = None if partition_dim == -1 else partition_dim
         self._check_sources(by_name)
         for layer in layers:  # layers that read another layer's parameters (rbm's CD loss, decoder)
-            if hasattr(layer, "bind"):
-                layer.bind(by_name)
+            bind = getattr(layer, "bind", None)
+            if bind is not None:
+                bind(by_name)
         order = _toposort(list(layers), by_name)
         self.layers: list[Layer] = order
         for layer in order:

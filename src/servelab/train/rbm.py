@@ -25,7 +25,7 @@ auto-encoder (Science 2006), which SINGA ships as its RBM/auto-encoder example.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -123,7 +123,7 @@ class _BoundToRBM(Layer):
 
     @property
     def rbm(self) -> RBM:
-        return self._rbm  # type: ignore[attr-defined,no-any-return,return-value]
+        return cast(RBM, self.__dict__["_rbm"])
 
 
 @register_layer("contrastive_divergence", "rbm_cd")
@@ -165,16 +165,16 @@ class RBMDecode(_BoundToRBM):
         rbm: str = Field(description="the rbm layer whose weights decode")
 
     def _rbm_name(self) -> str:
-        return self.options.rbm  # type: ignore[attr-defined,no-any-return]
+        return self.options.rbm
 
     def setup(self, inputs: list[torch.Tensor]) -> None:
         if not hasattr(self.rbm, "hidden"):
             raise ConfigError(f"layer {self.name!r} (rbm_decode) runs before rbm layer {self._rbm_name()!r} is built; "
                               "put the decoder after the encoder in srclayers order")
         width = inputs[0].flatten(1).shape[1]
-        if width != self.rbm.options.num_hidden:  # type: ignore[attr-defined]
+        if width != self.rbm.options.num_hidden:
             raise ConfigError(f"layer {self.name!r} (rbm_decode) gets {width} features but rbm "
-                              f"{self._rbm_name()!r} has {self.rbm.options.num_hidden} hidden units")  # type: ignore[attr-defined]
+                              f"{self._rbm_name()!r} has {self.rbm.options.num_hidden} hidden units")
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.rbm.visible_mean(h.flatten(1))

@@ -93,7 +93,8 @@ def launch_spec(
 
     import torch.distributed as dist
 
-    store, port, shared = None, None, None
+    store, port = None, None
+    shared: Any = None  # Hogwild's shared tensors, or the shared-memory all-reduce block
     if framework == "hogwild":
         from servelab.train.distributed.hogwild import shared_state
 

@@ -103,11 +103,12 @@ def apply_model_parallel(model: nn.Module, names: tuple[str, ...], *, group: Any
             )
         sub, linear = found[0]
         conv = isinstance(linear, nn.Conv2d)
-        if conv and linear.groups != 1:
-            raise ConfigError(f"layer {name!r} is a grouped convolution (groups {linear.groups}); only groups: 1 "
-                              "can be split by channel")
+        width_attr = "out_channels" if conv else "out_features"
+        if conv and getattr(linear, "groups", 1) != 1:
+            raise ConfigError(f"layer {name!r} is a grouped convolution (groups {getattr(linear, 'groups', 1)}); "
+                              "only groups: 1 can be split by channel")
         hooks = _FeatureParallel(group, 1 if conv else -1)
-        width = linear.out_channels if conv else linear.out_features
+        width = int(getattr(linear, width_attr))
         if width % hooks.size:
             raise ConfigError(
                 f"layer {name!r} has {width} outputs, which cannot be split across {hooks.size} "
@@ -122,10 +123,7 @@ def apply_model_parallel(model: nn.Module, names: tuple[str, ...], *, group: Any
             shard.register_hook(lambda g, n=hooks.size: g / n)
             setattr(linear, attr, shard)
             sharded.append(".".join(x for x in (name, sub, attr) if x))
-        if conv:
-            linear.out_channels //= hooks.size
-        else:
-            linear.out_features //= hooks.size
+        setattr(linear, width_attr, width // hooks.size)
         linear.servelab_feature_parallel = hooks  # what full_state_dict gathers
         layer.register_forward_pre_hook(hooks.before)
         layer.register_forward_hook(hooks.after)

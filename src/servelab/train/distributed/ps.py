@@ -23,6 +23,7 @@ the smallest count any server has for it, and servers skip pushes they already a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -50,14 +51,14 @@ def _slices(model: torch.nn.Module, nservers: int) -> tuple[list[tuple[str, torc
     return named, assign([p.numel() for _, p in named], nservers)
 
 
-def _flat(tensors: list[torch.Tensor], header: list[float] | None = None) -> torch.Tensor:
+def _flat(tensors: Sequence[torch.Tensor], header: list[float] | None = None) -> torch.Tensor:
     parts = [t.detach().reshape(-1).to("cpu", torch.float32) for t in tensors]
     if header is not None:
         parts.insert(0, torch.tensor(header, dtype=torch.float32))
     return torch.cat(parts) if parts else torch.zeros(0)
 
 
-def _unflat(flat: torch.Tensor, into: list[torch.Tensor]) -> None:
+def _unflat(flat: torch.Tensor, into: Sequence[torch.Tensor]) -> None:
     offset = 0
     with torch.no_grad():
         for t in into:
@@ -66,7 +67,7 @@ def _unflat(flat: torch.Tensor, into: list[torch.Tensor]) -> None:
             offset += n
 
 
-def _numel(params: list[torch.Tensor]) -> int:
+def _numel(params: Sequence[torch.Tensor]) -> int:
     return sum(p.numel() for p in params)
 
 
