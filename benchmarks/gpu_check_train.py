@@ -17,10 +17,13 @@ The development VM has no GPU, so these paths are checked here, by hand, on a le
    on cuda in fp32, bf16 (autocast) and fp16 (autocast + GradScaler) to the same accuracy bar, and
    the samples/s of a wide MLP step in each precision.
 
-Needs only torch, pydantic, pyyaml and numpy besides this tree (no scikit-learn, no onnx): from
-the repository root on a fresh GPU machine::
+Needs only torch, pydantic, pyyaml and numpy besides this tree (no scikit-learn, no onnx, and
+only PyPI): from the repository root on a fresh GPU machine (a venv that sees a preinstalled
+torch, else the system Python)::
 
-    pip install torch pydantic pyyaml numpy && PYTHONPATH=src python benchmarks/gpu_check_train.py --out DIR
+    if python3 -m venv --system-site-packages /tmp/v 2>/dev/null; then PY=/tmp/v/bin/python; X=; \
+    else PY=python3; X=--break-system-packages; fi; $PY -m pip install -q $X torch pydantic pyyaml numpy \
+    && PYTHONPATH=src $PY benchmarks/gpu_check_train.py --out DIR
 
 Prints a table, writes ``gpu-check-train-<time>.json`` to ``--out`` (default benchmarks/results)
 and exits non-zero if any check fails. Times in seconds. About 2 minutes on one GPU.
@@ -97,8 +100,9 @@ def nccl_check(ngpu: int) -> dict:
     got = queue.get(timeout=180)
     for p in procs:
         p.join(60)
+    links = f"bus {got['bus_gb_s']:.0f} GB/s" if ngpu > 1 else "one rank: NCCL set-up and kernels, no links"
     return {"check": f"nccl all_reduce 64 MiB x {ngpu} rank(s)", "passed": got["ok"],
-            "note": f"{got['ms']:.2f} ms per all-reduce, bus {got['bus_gb_s']:.0f} GB/s", **got}
+            "note": f"{got['ms']:.2f} ms per all-reduce; {links}", **got}
 
 
 def amp_checks() -> list[dict]:
