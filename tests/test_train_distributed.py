@@ -211,3 +211,19 @@ def test_two_server_groups_serve_their_worker_groups_and_sync_their_replicas(
     for j in range(nservers_per_group):  # after the final sync both replicas of each slice are the same
         a, b = servers[j]["checksum"], servers[nservers_per_group + j]["checksum"]
         assert a == pytest.approx(b, rel=1e-6, abs=1e-6)
+
+
+def test_auto_falls_back_to_gloo_when_shared_memory_is_short_and_explicit_shm_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from servelab.train.distributed import shm
+
+    spec = blob_spec(steps=5, lr=0.3)
+    launch_spec(spec, ALLREDUCE, out_dir=tmp_path / "a", timeout_s=TIMEOUT_S)
+    assert json.loads((tmp_path / "a" / "rank-0.json").read_text())["grad_sync"] == "shm"
+    monkeypatch.setattr(shm, "shm_free_bytes", lambda: 1024)  # a tiny /dev/shm, as in a default container
+    result = launch_spec(spec, ALLREDUCE, out_dir=tmp_path / "b", timeout_s=TIMEOUT_S)
+    assert json.loads((tmp_path / "b" / "rank-0.json").read_text())["grad_sync"] == "ddp"
+    assert_same_params(result.final_state, train_in_process(spec))
+    with pytest.raises(ConfigError, match="--shm-size"):
+        launch_spec(spec, ClusterConfig(nworkers_per_group=2, backend="shm"), out_dir=tmp_path / "c")

@@ -59,6 +59,7 @@ def run(role: c.Role, spec: TrainSpec, shm: ShmAllReduce | None = None) -> None:
         ids = [device.index] if device.type == "cuda" else None
         net = DistributedDataParallel(model, device_ids=ids)  # also broadcasts rank 0's replicated state
 
+    log.extra["grad_sync"] = "shm" if averager is not None else ("ddp" if net is not model else "none")
     data = c.batches(spec, role.rank, world, device, skip=start)
     evaluate_here = spec.evaluate is not None and (role.rank == 0 or mp_group is not None)
     log.start()

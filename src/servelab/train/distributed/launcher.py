@@ -110,11 +110,7 @@ def launch_spec(
 
     ctx = _context()
     if framework == "allreduce" and cluster.nworkers > 1 and cluster.resolved_backend == "shm" and port is not None:
-        from servelab.train.distributed._common import seeded_model
-        from servelab.train.distributed.shm import shm_state
-
-        numel = sum(p.numel() for p in seeded_model(spec).parameters() if p.requires_grad)
-        shared = shm_state(ctx, numel, cluster.nworkers, rdv.timeout_s)
+        shared = _shm_block(ctx, spec, cluster)
     procs = {
         r: ctx.Process(target=child, args=(r, framework, spec, cluster, out_dir, port, shared),
                        name=f"servelab-train-rank{r}", daemon=True)
@@ -129,6 +125,24 @@ def launch_spec(
         _stop(procs)
         del store
     return _collect(framework, cluster, spec, out_dir, ranks, shared)
+
+
+def _shm_block(ctx: Any, spec: TrainSpec, cluster: ClusterConfig) -> Any:
+    """The shared-memory all-reduce block, or None (DDP over gloo) when ``auto`` finds too little
+    shared memory: filling a tmpfs past its size would kill the launcher with SIGBUS."""
+    from servelab.train.distributed import shm
+    from servelab.train.distributed._common import seeded_model
+
+    numel = sum(p.numel() for p in seeded_model(spec).parameters() if p.requires_grad)
+    need, free = shm.shm_bytes(numel, cluster.nworkers), shm.shm_free_bytes()
+    if free is not None and need > free:
+        if cluster.backend == "shm":
+            raise ConfigError(
+                f"backend 'shm' needs {need / 1e6:.0f} MB in {shm.SHM_DIR}, which has {free / 1e6:.0f} MB free: "
+                "use backend: gloo, or give the machine more shared memory (docker run --shm-size)"
+            )
+        return None  # auto: DDP over gloo instead
+    return shm.shm_state(ctx, numel, cluster.nworkers, cluster.rendezvous.timeout_s)
 
 
 def _supervise(procs: dict[int, Any], roles: dict[int, Role], out_dir: Path, timeout_s: float | None) -> None:

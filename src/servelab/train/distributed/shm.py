@@ -26,6 +26,7 @@ with several nodes, the all-reduce stays on the process group's backend.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +46,23 @@ class ShmAllReduce:
     @property
     def world(self) -> int:
         return self.rows.shape[0] - 1
+
+
+SHM_DIR = "/dev/shm"  # where torch's shared tensors live on Linux (a tmpfs; Docker's default is 64 MB)
+
+
+def shm_bytes(numel: int, world: int) -> int:
+    """The shared block's size for ``numel`` gradient values and ``world`` workers."""
+    return (world + 1) * max(numel, 1) * 4
+
+
+def shm_free_bytes() -> int | None:
+    """Free bytes in the shared-memory file system, or None where there is none to ask."""
+    try:
+        st = os.statvfs(SHM_DIR)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
 
 
 def shm_state(ctx: Any, numel: int, world: int, timeout_s: float) -> ShmAllReduce:
