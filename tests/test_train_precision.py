@@ -45,3 +45,26 @@ def test_fp16_on_cpu_is_refused_with_what_to_use(tmp_path: Path) -> None:
 def test_fp16_with_loss_scaling_trains_on_a_gpu(tmp_path: Path) -> None:
     job = load_job(EXAMPLES / "mlp-digits.yaml").model_copy(update={"precision": "fp16", "device": "cuda"})
     assert train_local(job, out_dir=tmp_path, progress=False).test_accuracy >= 0.85
+
+
+def test_bf16_allreduce_workers_train_in_bfloat16(tmp_path: Path) -> None:
+    from servelab.train.distributed import launch
+
+    job = load_job(EXAMPLES / "mlp-digits.yaml").model_copy(
+        update={"precision": "bf16", "train_steps": 200, "cluster": {"nworkers_per_group": 2}})
+    result = launch(job, out_dir=tmp_path, timeout_s=120)
+    assert result.framework == "allreduce"
+    assert result.eval_log[-1][2] >= 0.85  # held-out accuracy of the replicas trained in bf16
+
+
+def test_mixed_precision_outside_allreduce_is_refused(tmp_path: Path) -> None:
+    from servelab.train.distributed import launch
+
+    ps = {"nworkers_per_group": 2, "server_worker_separate": True}
+    job = load_job(EXAMPLES / "mlp-digits.yaml").model_copy(update={"precision": "bf16", "cluster": ps})
+    with pytest.raises(ConfigError, match="local and allreduce"):
+        launch(job, out_dir=tmp_path / "ps")
+    if not torch.cuda.is_available():
+        fp16 = job.model_copy(update={"precision": "fp16", "cluster": {"nworkers_per_group": 2}})
+        with pytest.raises(ConfigError, match="precision: bf16"):
+            launch(fp16, out_dir=tmp_path / "fp16")

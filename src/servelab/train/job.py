@@ -90,7 +90,8 @@ class JobConfig(BaseModel):
     device: Literal["cpu", "cuda"] = "cpu"
     threads: int | None = Field(None, ge=1, description="torch intra-op threads (None: leave torch's default)")
     precision: Literal["fp32", "bf16", "fp16"] = Field(
-        "fp32", description="bf16: autocast (CPU or GPU); fp16: autocast with loss scaling (GPU only)")
+        "fp32", description="bf16: autocast (CPU or GPU); fp16: autocast with loss scaling (GPU only); "
+                            "one process or allreduce")
     cluster: dict[str, Any] = Field(default_factory=dict)
     pretrain: list[PretrainStage] = Field(
         default_factory=list, description="rbm layers trained greedily by CD-k, in order, before train_steps of BP")

@@ -17,6 +17,7 @@ from servelab.train.distributed import _common as c
 from servelab.train.distributed.partition import apply_model_parallel, full_state_dict
 from servelab.train.distributed.shm import GradientAverager, ShmAllReduce
 from servelab.train.distributed.spec import TrainSpec
+from servelab.train.precision import MixedPrecision
 
 
 def run(role: c.Role, spec: TrainSpec, shm: ShmAllReduce | None = None) -> None:
@@ -35,6 +36,7 @@ def run(role: c.Role, spec: TrainSpec, shm: ShmAllReduce | None = None) -> None:
     model.to(device)
     opt = c.optimizer_for(spec, model)
     sched = spec.make_scheduler(opt) if spec.make_scheduler else None
+    amp = MixedPrecision(spec.precision, device, opt)  # type: ignore[arg-type]
 
     start = 0
     found = c.latest_complete(spec.checkpoint_path, role.framework)
@@ -65,13 +67,15 @@ def run(role: c.Role, spec: TrainSpec, shm: ShmAllReduce | None = None) -> None:
     log.start()
     for step in range(start, spec.steps):
         batch = next(data)
-        loss = net(batch)["loss"]
+        with amp.autocast():
+            loss = net(batch)["loss"]
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        amp.backward(loss)  # fp16: scaled; averaging a scaled gradient is scaling the average
         if averager is not None:
             averager.average()
+        amp.unscale()
         c.clip(spec, model)  # after the gradients were averaged: the global norm
-        opt.step()
+        amp.step()
         if sched is not None:
             sched.step()
         log.step(loss.item(), c.batch_rows(batch))

@@ -74,6 +74,11 @@ def launch_spec(
             f"partition_dim 1 (model parallel) layers are implemented for the allreduce framework, not {framework!r}: "
             "use partition_dim 0 for them or server_worker_separate: false with one worker group"
         )
+    if spec.precision != "fp32" and framework not in ("local", "allreduce"):
+        raise ConfigError(f"precision {spec.precision} is implemented for the local and allreduce frameworks, not "
+                          f"{framework!r}: use precision: fp32 there")
+    if spec.precision == "fp16" and cluster.device != "cuda":
+        raise ConfigError("precision fp16 (with loss scaling) runs on device: cuda; on CPU use precision: bf16")
     latest_complete(spec.checkpoint_path, framework)  # refuses another framework's checkpoints before starting
     import torch
 

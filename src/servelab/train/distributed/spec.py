@@ -48,6 +48,8 @@ class TrainSpec:
       ``eval_every`` steps and at the end; its log gives time-to-accuracy.
     - ``clip_grad_norm``: clip each update's gradient norm (allreduce: the averaged gradient;
       parameter servers and Hogwild: each worker's own gradient).
+    - ``precision``: ``fp32``, ``bf16`` or ``fp16`` (``servelab.train.precision``); local and
+      allreduce only.
 
     A model with a ``param_groups()`` method (the layer net) has its groups' ``lr_scale`` and
     ``wd_scale`` passed to ``make_optimizer`` as parameter-group dicts, on servers too.
@@ -65,6 +67,7 @@ class TrainSpec:
     evaluate: Callable[[nn.Module], float] | None = None
     eval_every: int = 0
     clip_grad_norm: float | None = None
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         from servelab.errors import ConfigError
@@ -193,9 +196,6 @@ def spec_from_job(job: JobConfig, *, out_dir: Path | None = None) -> TrainSpec:
             "train_one_batch.unroll_len (truncated BPTT, several updates per batch) is not implemented in the "
             "distributed frameworks: drop unroll_len (BPTT over whole sequences) or train in one process"
         )
-    if job.precision != "fp32":
-        raise ConfigError(f"precision {job.precision} is implemented for one-process training: drop the cluster "
-                          "section, or train the cluster job with precision: fp32")
     if job.pretrain:
         raise ConfigError("pretrain (greedy RBM stages) runs in one process: train this job without a cluster "
                           "section (an rbm job without pretrain, trained by its contrastive_divergence loss, "
@@ -217,4 +217,5 @@ def spec_from_job(job: JobConfig, *, out_dir: Path | None = None) -> TrainSpec:
         evaluate=functools.partial(_job_accuracy, job=job) if job.data.has_test else None,
         eval_every=job.test_freq,
         clip_grad_norm=tob.clip_grad_norm,
+        precision=job.precision,
     )
