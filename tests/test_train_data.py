@@ -154,3 +154,21 @@ def test_batch_size_larger_than_the_data_is_refused() -> None:
     job = _job({"type": "synthetic", "num_train": 10}, batch_size=16)
     with pytest.raises(ConfigError, match="batch_size"):
         make_data(job, "train")
+
+
+def test_synthetic_text_labels_are_the_next_character() -> None:
+    from servelab.train.data import SyntheticTextConfig, load_arrays
+
+    arrays = load_arrays(SyntheticTextConfig(num_train=8, length=10), "train")
+    assert arrays["data"].shape == (8, 10)
+    np.testing.assert_array_equal(arrays["label"][:, :-1], arrays["data"][:, 1:])
+    assert (arrays["data"] == 0).any() and arrays["data"].max() < 12  # spaces between words; letters 1..11
+
+
+def test_digits_are_scikit_learns_images_scaled_to_unit_range() -> None:
+    from servelab.train.data import DigitsConfig, load_arrays
+
+    train, test = load_arrays(DigitsConfig(), "train"), load_arrays(DigitsConfig(), "test")
+    assert train["data"].shape[1:] == (1, 8, 8) and len(train["data"]) + len(test["data"]) == 1797
+    assert train["data"].min() == 0.0 and train["data"].max() == 1.0
+    assert sorted(set(train["label"].tolist())) == list(range(10))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -61,10 +62,22 @@ def test_each_framework_trains_the_blob_task_to_target_accuracy(cluster, framewo
         assert result.staleness["updates"] == 2 * 80 and result.staleness["dropped"] == 0
 
 
-def test_allreduce_with_two_workers_matches_one_worker_on_the_combined_batch(tmp_path: Path) -> None:
-    spec = blob_spec(steps=15, lr=0.3, momentum=0.9)
-    two = launch_spec(spec, ALLREDUCE, out_dir=tmp_path, timeout_s=TIMEOUT_S)
-    assert_same_params(two.final_state, train_in_process(spec))
+@pytest.mark.parametrize(("backend", "workers"), [("gloo", 2), ("shm", 2), ("shm", 3)])
+def test_allreduce_workers_match_one_worker_on_the_combined_batch(backend: str, workers: int, tmp_path: Path) -> None:
+    spec = blob_spec(steps=15, lr=0.3, momentum=0.9, batch_size=16 * workers)
+    cluster = ClusterConfig(nworkers_per_group=workers, backend=backend)
+    result = launch_spec(spec, cluster, out_dir=tmp_path, timeout_s=TIMEOUT_S)
+    assert_same_params(result.final_state, train_in_process(spec))
+    # every replica applied the same averaged gradient: the workers' losses fall alike
+    logs = [json.loads((tmp_path / f"rank-{r}.json").read_text())["losses"] for r in range(workers)]
+    assert all(len(x) == 15 and x[-1] < x[0] for x in logs)
+
+
+def test_shm_backend_needs_one_cpu_machine() -> None:
+    with pytest.raises(ValueError, match="shm"):
+        ClusterConfig(nworkers_per_group=2, backend="shm", device="cuda")
+    with pytest.raises(ValueError, match="nnodes 1"):
+        ClusterConfig(nworkers_per_group=2, backend="shm", rendezvous={"nnodes": 2, "master_port": 29500})
 
 
 def test_sync_parameter_server_matches_one_worker_on_the_combined_batch(tmp_path: Path) -> None:
@@ -179,3 +192,38 @@ def test_cuda_nccl_worker_trains_like_the_cpu_reference(tmp_path: Path) -> None:
     spec = blob_spec(steps=15, lr=0.3, momentum=0.9)
     result = launch_spec(spec, cluster, out_dir=tmp_path, framework="allreduce", timeout_s=TIMEOUT_S)
     assert_same_params(result.final_state, train_in_process(spec), atol=1e-4)
+
+
+@pytest.mark.parametrize("nservers_per_group", [1, 2])
+def test_two_server_groups_serve_their_worker_groups_and_sync_their_replicas(
+    nservers_per_group: int, tmp_path: Path
+) -> None:
+    # SINGA's topology: worker group g talks to server group g % 2; the groups average every 5 rounds
+    cluster = ClusterConfig(nworker_groups=2, nserver_groups=2, nservers_per_group=nservers_per_group,
+                            server_worker_separate=True, sync_freq=5)
+    result = launch_spec(blob_spec(steps=42, lr=0.2), cluster, out_dir=tmp_path, timeout_s=TIMEOUT_S)
+    assert (result.framework, result.nservers) == ("async-ps", 2 * nservers_per_group)
+    assert result.eval_log[-1][2] >= 0.75  # held-out accuracy; chance is 0.25
+    servers = [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in range(2, 2 + result.nservers)]
+    assert [s["server_group"] for s in servers] == [0] * nservers_per_group + [1] * nservers_per_group
+    assert all(s["syncs"] == 9 for s in servers)  # rounds 5, 10, …, 40, and the last partial one (42)
+    assert all(s["applied"] == 42 for s in servers)  # each server group applied its own worker group's pushes
+    for j in range(nservers_per_group):  # after the final sync both replicas of each slice are the same
+        a, b = servers[j]["checksum"], servers[nservers_per_group + j]["checksum"]
+        assert a == pytest.approx(b, rel=1e-6, abs=1e-6)
+
+
+def test_auto_falls_back_to_gloo_when_shared_memory_is_short_and_explicit_shm_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from servelab.train.distributed import shm
+
+    spec = blob_spec(steps=5, lr=0.3)
+    launch_spec(spec, ALLREDUCE, out_dir=tmp_path / "a", timeout_s=TIMEOUT_S)
+    assert json.loads((tmp_path / "a" / "rank-0.json").read_text())["grad_sync"] == "shm"
+    monkeypatch.setattr(shm, "shm_free_bytes", lambda: 1024)  # a tiny /dev/shm, as in a default container
+    result = launch_spec(spec, ALLREDUCE, out_dir=tmp_path / "b", timeout_s=TIMEOUT_S)
+    assert json.loads((tmp_path / "b" / "rank-0.json").read_text())["grad_sync"] == "ddp"
+    assert_same_params(result.final_state, train_in_process(spec))
+    with pytest.raises(ConfigError, match="--shm-size"):
+        launch_spec(spec, ClusterConfig(nworkers_per_group=2, backend="shm"), out_dir=tmp_path / "c")

@@ -55,7 +55,9 @@ def test_unknown_key_and_bad_backend_are_named() -> None:
 
 
 def test_auto_backend_follows_the_device() -> None:
-    assert ClusterConfig().resolved_backend == "gloo"
+    assert ClusterConfig().resolved_backend == "shm"  # one CPU machine: shared memory beats loopback TCP
+    two_nodes = {"nnodes": 2, "master_port": 29500}
+    assert ClusterConfig(rendezvous=two_nodes).resolved_backend == "gloo"
     assert ClusterConfig(device="cuda").resolved_backend == "nccl"
     assert ClusterConfig(device="cuda", backend="gloo").resolved_backend == "gloo"
 
@@ -71,3 +73,10 @@ def test_several_nodes_need_a_fixed_port() -> None:
         cluster_from({"nworkers_per_group": 2, "rendezvous": {"nnodes": 2, "node_rank": 1}})
     ok = cluster_from({"nworkers_per_group": 2, "rendezvous": {"nnodes": 2, "node_rank": 1, "master_port": 29500}})
     assert ok.rendezvous.node_rank == 1
+
+
+def test_server_groups_need_separate_servers_and_enough_worker_groups() -> None:
+    ok = cluster_from({"nworker_groups": 4, "nserver_groups": 2, "server_worker_separate": True})
+    assert framework_for(ok) == "async-ps" and ok.nservers == 2 and ok.world_size == 6
+    with pytest.raises(ConfigError, match="at least as many worker groups"):
+        cluster_from({"nworker_groups": 1, "nserver_groups": 2, "server_worker_separate": True})

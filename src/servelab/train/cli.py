@@ -52,6 +52,17 @@ def _distributed(job: Any, out_dir: Path, workers: int, *, resume: bool) -> Any:
     return launch(job, out_dir=out_dir)
 
 
+def with_rendezvous(job: Any, **overrides: Any) -> Any:
+    """The job with command-line rendezvous settings (``--node-rank`` …) merged into its cluster section,
+    so every node runs the same file, as with torchrun."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if not given:
+        return job
+    cluster = dict(job.cluster)
+    cluster["rendezvous"] = {**dict(cluster.get("rendezvous") or {}), **given}
+    return job.model_copy(update={"cluster": cluster})
+
+
 def _trained_net(job: Any, result: Any, out_dir: Path) -> Any:
     """The trained net: the result's own, else rebuilt from the result's ``final_state`` (the
     distributed trainer's), ``out_dir/model.pt``, or the newest checkpoint, in that order."""
@@ -95,6 +106,11 @@ def train(
                                                      "http://127.0.0.1:8080)."),
     token: str = typer.Option(None, "--token", help="--deploy: management token (default: $SERVELAB_TOKEN)."),
     threads: int = typer.Option(None, help="torch intra-op threads (default: the job's threads, else torch's)."),
+    node_rank: int = typer.Option(None, "--node-rank", help="Several machines: this node's rank (0 on the node "
+                                                           "that holds the store and worker 0)."),
+    nnodes: int = typer.Option(None, "--nnodes", help="Several machines: how many nodes run this job."),
+    master_addr: str = typer.Option(None, "--master-addr", help="Several machines: node 0's address."),
+    master_port: int = typer.Option(None, "--master-port", help="Several machines: node 0's rendezvous port."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Train a SINGA-style job (layers, BP/BPTT, updater) and hand the model to serving."""
@@ -106,6 +122,7 @@ def train(
     job = load_job(job_file)
     if threads is not None:
         job = job.model_copy(update={"threads": threads})
+    job = with_rendezvous(job, node_rank=node_rank, nnodes=nnodes, master_addr=master_addr, master_port=master_port)
     out_dir = out or Path("runs") / job.name
     if check:
         torch.manual_seed(job.seed)
@@ -114,16 +131,24 @@ def train(
                       f"{job.train_one_batch.alg}, {job.updater.type}, data {job.data.type}")
         return
     workers = cluster_workers(job.cluster)
-    if workers > 1:
+    # more than one process (workers, separate servers, or nodes): the distributed frameworks
+    from servelab.train.cluster import cluster_from
+
+    cluster = cluster_from({"device": job.device, **job.cluster})
+    if cluster.world_size > 1 or cluster.rendezvous.nnodes > 1:
         result = _distributed(job, out_dir, workers, resume=resume)
         t = Table("framework", "workers", "servers", "steps", "train loss", "test accuracy", "samples/s", "time s",
-                  title=f"{job.name} (losses and accuracy from worker 0)")
+                  title=f"{job.name} (losses and accuracy from worker {result.log_rank})")
         last_eval = result.eval_log[-1][2] if result.eval_log else None
         t.add_row(result.framework, str(result.nworkers), str(result.nservers), str(result.steps),
                   f"{result.losses[-1]:.4f}" if result.losses else "-",
                   "-" if last_eval is None else f"{last_eval:.4f}", f"{result.samples_per_s:,.0f}",
                   f"{result.train_s:.1f}")
         console.print(t)
+        if result.net is None:  # another node holds worker 0: it exports, pushes and deploys
+            console.print(f"node {result.node_rank} done; worker 0 and the trained model are on node 0 "
+                          f"(its --out); results of this node's processes: {out_dir}")
+            return
     else:
         from servelab.train.trainer import train_local
 

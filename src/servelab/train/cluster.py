@@ -16,7 +16,9 @@ nworker_groups     nworkers/grp   separate        framework                 SING
 1                  1              false           ``local``                 (one worker)
 1                  > 1            false           ``allreduce``             AllReduce (Baidu Deep Image)
 1                  any            true            ``sync-ps``               Sandblaster (DistBelief)
-> 1                any            true            ``async-ps``              Downpour (DistBelief)
+> 1                any            true            ``async-ps``              Downpour (DistBelief); with
+                                                                            ``nserver_groups > 1``: replicated
+                                                                            server groups (SINGA's topology)
 > 1                1              false           ``hogwild``               Hogwild (Caffe), one node
 =================  =============  ==============  ========================  ==========================
 
@@ -32,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from servelab.errors import ConfigError
 
 Framework = Literal["local", "allreduce", "sync-ps", "async-ps", "hogwild"]
-Backend = Literal["auto", "gloo", "nccl"]
+Backend = Literal["auto", "gloo", "nccl", "shm"]
 DeviceKind = Literal["cpu", "cuda"]
 
 #: What each framework is, in one line; the keys are the only frameworks there are.
@@ -98,12 +100,17 @@ class ClusterConfig(BaseModel):
     max_staleness: int | None = Field(
         default=None, ge=0, description="async-ps: a gradient computed more than this many versions ago is dropped"
     )
+    sync_freq: int = Field(
+        default=10, ge=1, description="several server groups: they average their parameters every sync_freq steps")
     rendezvous: Rendezvous = Field(default_factory=Rendezvous)
 
     @model_validator(mode="after")
     def _check(self) -> ClusterConfig:
         if self.backend == "nccl" and self.device != "cuda":
             raise ValueError("backend 'nccl' needs device 'cuda'; use backend 'gloo' (or 'auto') on cpu")
+        if self.backend == "shm" and (self.device != "cpu" or self.rendezvous.nnodes > 1):
+            raise ValueError("backend 'shm' averages gradients in this machine's memory: it needs device 'cpu' "
+                             "and rendezvous.nnodes 1; use 'gloo' (or 'auto') otherwise")
         framework_for(self)  # raises for topologies no framework implements
         return self
 
@@ -114,30 +121,43 @@ class ClusterConfig(BaseModel):
     @property
     def nservers(self) -> int:
         """Server processes of their own (0 when servers are co-located with workers)."""
-        return self.nservers_per_group if self.server_worker_separate else 0
+        return self.nservers_per_group * self.nserver_groups if self.server_worker_separate else 0
 
     @property
     def world_size(self) -> int:
         return self.nworkers + self.nservers
 
     @property
-    def resolved_backend(self) -> Literal["gloo", "nccl"]:
+    def resolved_backend(self) -> Literal["gloo", "nccl", "shm"]:
+        """How all-reduce workers average gradients: ``auto`` is nccl on cuda, shared memory on one
+        CPU machine (see ``servelab.train.distributed.shm``: gloo over loopback TCP loses there),
+        gloo across CPU machines."""
         if self.backend != "auto":
             return self.backend
-        return "nccl" if self.device == "cuda" else "gloo"
+        if self.device == "cuda":
+            return "nccl"
+        return "shm" if self.rendezvous.nnodes == 1 else "gloo"
 
 
 def framework_for(cfg: ClusterConfig) -> Framework:
     """The framework SINGA's topology gives (see the module docstring's table).
 
-    Raises ConfigError for the two topologies SINGA had and servelab does not implement:
-    several server groups synchronising every ``sync_freq`` (distributed Hogwild / Downpour with
-    replicated server groups), and several multi-worker groups sharing memory without servers.
+    Several server groups (``nserver_groups > 1``) replicate the parameters: worker group ``g``
+    talks to server group ``g % nserver_groups``, and the server groups average their replicas
+    every ``sync_freq`` steps (SINGA's Downpour with replicated server groups). They need separate
+    servers and at least one worker group each. Raises ConfigError for what SINGA had and servelab
+    does not implement: server groups co-located with workers (distributed Hogwild), and several
+    multi-worker groups sharing memory without servers.
     """
-    if cfg.nserver_groups > 1:
+    if cfg.nserver_groups > 1 and not cfg.server_worker_separate:
         raise ConfigError(
-            f"nserver_groups={cfg.nserver_groups}: several server groups that sync periodically "
-            "(SINGA's distributed Hogwild) are not implemented; set nserver_groups: 1"
+            f"nserver_groups={cfg.nserver_groups} with co-located servers (SINGA's distributed Hogwild) is not "
+            "implemented; set server_worker_separate: true (replicated parameter-server groups) or nserver_groups: 1"
+        )
+    if cfg.nserver_groups > 1 and cfg.nworker_groups < cfg.nserver_groups:
+        raise ConfigError(
+            f"{cfg.nserver_groups} server groups need at least as many worker groups (each server group serves "
+            f"worker groups g with g % nserver_groups equal to its index); got nworker_groups={cfg.nworker_groups}"
         )
     key = (cfg.nworker_groups > 1, cfg.nworkers_per_group > 1, cfg.server_worker_separate)
     framework = TOPOLOGY_TABLE.get(key)

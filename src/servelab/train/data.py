@@ -10,6 +10,9 @@ Nothing is ever downloaded. The ``data`` section of a job picks a source by ``ty
 ``csv``                one row per sample; a label column, the other columns are features
 ``image_folder``       one sub-folder per class (needs Pillow); images resized to ``size``
 ``cifar10``            CIFAR-10 binary files: 1 label byte + 3072 pixel bytes (RGB planes) each
+``synthetic_text``     next-character prediction on text made of a seeded lexicon's words
+``digits``             scikit-learn's bundled 8x8 handwritten digits (1,797): ``data`` (N, 1, 8, 8)
+                       in [0, 1], ``label`` 0-9; a seeded ``test_fraction`` (default 0.25) held out
 =====================  =====================================================================
 
 A split is held in memory as NumPy arrays (:func:`load_arrays`); :func:`make_data` cuts it
@@ -136,6 +139,39 @@ class SyntheticSequenceConfig(_Source):
         y = np.full_like(x, IGNORE)
         y[:, self.delay:] = x[:, : self.length - self.delay]
         return {"data": x, "label": y}
+
+
+class SyntheticTextConfig(_Source):
+    """Text for a char-RNN (SINGA's char-rnn example) that needs no corpus: ``num_words`` random words
+    of 2-6 letters (the lexicon, from the seed) drawn with replacement, separated by spaces; the
+    label at step t is the character at t + 1. Token 0 is the space, 1.. the letters. The first
+    letter of a word is a guess (1 in ``num_words``); every later one is given by the word's
+    prefix, so a net that remembers which word it is in predicts most of them."""
+
+    type: Literal["synthetic_text"] = "synthetic_text"
+    vocab_size: int = Field(12, ge=3, description="letters + 1 (the space)")
+    num_words: int = Field(16, ge=2)
+    length: int = Field(32, ge=2)
+    num_train: int = Field(2048, ge=1)
+    num_test: int = Field(256, ge=1)
+
+    @property
+    def has_test(self) -> bool:
+        return True
+
+    def read(self, split: Split) -> dict[str, np.ndarray]:
+        lex_rng = np.random.default_rng([self.seed, 0])
+        lexicon = [lex_rng.integers(1, self.vocab_size, lex_rng.integers(2, 7)) for _ in range(self.num_words)]
+        rng = np.random.default_rng([self.seed, 1 if split == "train" else 2])
+        n = self.num_train if split == "train" else self.num_test
+        need = n * (self.length + 1)
+        pieces, total = [], 0
+        while total < need:
+            word = lexicon[rng.integers(self.num_words)]
+            pieces.extend([word, np.zeros(1, dtype=np.int64)])
+            total += len(word) + 1
+        text = np.concatenate(pieces)[:need].reshape(n, self.length + 1).astype(np.int64)
+        return {"data": text[:, :-1].copy(), "label": text[:, 1:].copy()}
 
 
 class SyntheticImagesConfig(_Source):
@@ -392,15 +428,36 @@ class Cifar10Config(_Source):
         return super().read(split)  # hold out test_fraction of the train files
 
 
+class DigitsConfig(_Source):
+    """scikit-learn's copy of the UCI optical digits (1,797 images, 8x8, 17 grey levels), shipped
+    inside the package: real images that need no download. Pixels are scaled to [0, 1] (so a
+    binary RBM reads them as probabilities); ``flatten: true`` gives ``data`` as (N, 64)."""
+
+    type: Literal["digits"] = "digits"
+    test_fraction: float = Field(0.25, ge=0.0, lt=1.0)
+    flatten: bool = False
+
+    def read_all(self) -> dict[str, np.ndarray]:
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError:
+            raise ConfigError("data (digits) needs scikit-learn: pip install 'servelab[torch]' "
+                              "(or pip install scikit-learn)") from None
+        digits = load_digits()
+        images = (digits.images / 16.0).astype(np.float32)
+        data = images.reshape(len(images), -1) if self.flatten else images[:, None]
+        return {"data": data, "label": digits.target.astype(np.int64)}
+
+
 DataConfig = Annotated[
-    SyntheticConfig | SyntheticSequenceConfig | SyntheticImagesConfig | NumpyConfig | CSVConfig
-    | ImageFolderConfig | Cifar10Config,
+    SyntheticConfig | SyntheticSequenceConfig | SyntheticTextConfig | SyntheticImagesConfig | NumpyConfig
+    | CSVConfig | ImageFolderConfig | Cifar10Config | DigitsConfig,
     Field(discriminator="type"),
 ]
 DATA_SOURCES: dict[str, type[_Source]] = {
     c.model_fields["type"].default: c  # type: ignore[misc]
-    for c in (SyntheticConfig, SyntheticSequenceConfig, SyntheticImagesConfig, NumpyConfig, CSVConfig,
-              ImageFolderConfig, Cifar10Config)
+    for c in (SyntheticConfig, SyntheticSequenceConfig, SyntheticTextConfig, SyntheticImagesConfig, NumpyConfig,
+              CSVConfig, ImageFolderConfig, Cifar10Config, DigitsConfig)
 }
 
 _CACHE: dict[tuple[str, str], dict[str, np.ndarray]] = {}

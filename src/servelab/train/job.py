@@ -15,9 +15,11 @@ The four parts SINGA put in one job file, plus the loop settings::
     disp_freq: 50
     checkpoint_freq: 100                  # 0: checkpoint only at the end
     checkpoint_path: checkpoints          # relative to the output directory
+    pretrain: [{layer: rbm1, steps: 300}] # optional: RBM layers trained by CD-k first (servelab.train.rbm)
     seed: 0
     device: cpu                           # or cuda
     threads: 1                            # torch intra-op threads; small nets run fastest on 1
+    precision: fp32                       # bf16 (autocast, CPU or GPU) or fp16 (autocast + loss scaling, GPU)
 
 The config is the artefact of record: the trainer writes it, resolved, next to the checkpoints.
 Relative data paths are relative to the job file's folder.
@@ -36,6 +38,7 @@ from servelab.errors import ConfigError
 from servelab.train.data import DataConfig, SyntheticConfig, make_data
 from servelab.train.layers import format_validation_error
 from servelab.train.net import NetConfig
+from servelab.train.rbm import PretrainStage
 from servelab.train.updaters import LearningRateConfig, UpdaterConfig, make_optimizer, make_scheduler
 
 __all__ = [
@@ -86,7 +89,12 @@ class JobConfig(BaseModel):
     seed: int = 0
     device: Literal["cpu", "cuda"] = "cpu"
     threads: int | None = Field(None, ge=1, description="torch intra-op threads (None: leave torch's default)")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="bf16: autocast (CPU or GPU); fp16: autocast with loss scaling (GPU only); "
+                            "one process or allreduce")
     cluster: dict[str, Any] = Field(default_factory=dict)
+    pretrain: list[PretrainStage] = Field(
+        default_factory=list, description="rbm layers trained greedily by CD-k, in order, before train_steps of BP")
 
     @field_validator("name")
     @classmethod

@@ -369,6 +369,44 @@ class BatchNorm(Layer):
         return self.bn(x)
 
 
+class _LRNForExport(torch.autograd.Function):
+    """Exports as ONNX's own ``LRN`` operator (torch's composed version exports an ``If`` subgraph
+    that ONNX importers such as onnx2torch cannot read); used only while tracing for export."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+        return F.local_response_norm(x, size, alpha, beta, k)
+
+    @staticmethod
+    def symbolic(g: Any, x: Any, size: int, alpha: float, beta: float, k: float) -> Any:
+        return g.op("LRN", x, size_i=size, alpha_f=alpha, beta_f=beta, bias_f=k)
+
+
+@register_layer("lrn")
+class LRN(Layer):
+    """Local response normalisation across channels (AlexNet; SINGA's LRN layer):
+    ``x / (knorm + alpha / local_size * sum of x^2 over local_size neighbouring channels) ** beta``.
+    ``local_size`` is odd, so the window is centred (PyTorch and ONNX place an even one differently)."""
+
+    class Options(LayerOptions):
+        local_size: int = Field(5, ge=1)
+        alpha: float = Field(1e-4, ge=0)
+        beta: float = Field(0.75, ge=0)
+        knorm: float = Field(1.0, gt=0)
+
+    def setup(self, inputs: list[torch.Tensor]) -> None:
+        _rank(self, inputs[0], (3, 4), "(batch, channels, length) or (batch, channels, height, width)")
+        if self.options.local_size % 2 == 0:
+            raise ConfigError(f"layer {self.name!r} (lrn): local_size must be odd (a centred window), "
+                              f"got {self.options.local_size}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        o = self.options
+        if torch.jit.is_tracing():
+            return _LRNForExport.apply(x, o.local_size, o.alpha, o.beta, o.knorm)
+        return F.local_response_norm(x, o.local_size, o.alpha, o.beta, o.knorm)
+
+
 @register_layer("embedding")
 class Embedding(Layer):
     """Token ids (int64) to vectors: (batch, ...) -> (batch, ..., dim)."""
@@ -640,3 +678,45 @@ class Accuracy(_LabelledLayer):
                 hit = (logits.topk(o.top_k, dim=-1).indices == label.unsqueeze(-1)).any(-1)
             valid = label != o.ignore_index
             return (hit & valid).sum().float() / valid.sum().clamp(min=1).float()
+
+
+# ------------------------------------------------------------------------------ imported models
+@register_layer("onnx")
+class OnnxModel(Layer):
+    """An ONNX model as a layer, its weights trainable: import to fine-tune (SINGA's ``sonnx``).
+
+    The file is converted to a ``torch.fx`` module by onnx2torch (the converter servelab's torch
+    runtime uses); its initialisers become this layer's parameters and buffers, named
+    ``NAME.graph.…``. The layer's sources feed the model's inputs in order; ``output`` picks one
+    output of a model with several. ``path`` is relative to the working directory.
+    """
+
+    max_sources: ClassVar[int | None] = None
+
+    class Options(LayerOptions):
+        path: str = Field(description="the .onnx file")
+        output: int = Field(0, ge=0, description="which of the model's outputs this layer returns")
+
+    def setup(self, inputs: list[torch.Tensor]) -> None:
+        from pathlib import Path
+
+        from servelab.runtimes.torch_rt import import_library
+
+        path = Path(self.options.path)
+        if not path.is_file():
+            raise ConfigError(f"layer {self.name!r} (onnx): no file {path} (relative paths are relative to the "
+                              "working directory)")
+        _, onnx2torch = import_library()
+        try:
+            self.graph = onnx2torch.convert(str(path))
+        except Exception as e:
+            raise ConfigError(f"layer {self.name!r} (onnx): onnx2torch cannot convert {path}: "
+                              f"{type(e).__name__}: {e}") from None
+        for p in self.graph.parameters():
+            p.requires_grad_(True)
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        out = self.graph(*xs)
+        if isinstance(out, tuple | list):
+            return out[self.options.output]
+        return out

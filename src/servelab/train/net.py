@@ -31,6 +31,7 @@ from torch.nn.modules import module as _torch_module
 
 from servelab.errors import ConfigError
 from servelab.train.layers import Input, Layer, Phase, format_validation_error, layer_class
+from servelab.train.rbm import RBM  # noqa: F401  (importing it registers the RBM layer types)
 
 __all__ = ["LayerConfig", "Net", "NetConfig", "build_net"]
 
@@ -131,6 +132,10 @@ class Net(nn.Module):
             if partition_dim is not None and not layer.partition_dim_set:
                 layer.partition_dim = None if partition_dim == -1 else partition_dim
         self._check_sources(by_name)
+        for layer in layers:  # layers that read another layer's parameters (rbm's CD loss, decoder)
+            bind = getattr(layer, "bind", None)
+            if bind is not None:
+                bind(by_name)
         order = _toposort(list(layers), by_name)
         self.layers: list[Layer] = order
         for layer in order:
@@ -146,10 +151,13 @@ class Net(nn.Module):
         # The hot loop reads flat tuples: attribute lookups per layer are what a Python-level
         # net pays over hand-written code (benchmarks/bench_train_overhead.py).
         self._fast = {k: _fast_plan(v) for k, v in self._plans.items()}
+        self._hooks = _hook_dicts(self.layers)
         self._losses = {k: [(s.layer.name, s.layer.options.loss_weight) for s in v  # type: ignore[attr-defined]
                             if s.layer.role == "loss"] for k, v in self._plans.items()}
         self._accuracy = {k: next((s.layer.name for s in v if s.layer.type == "accuracy"), None)
                           for k, v in self._plans.items()}
+        self._metrics = {k: [s.layer.name for s in v if s.layer.role == "metric" and s.layer.type != "accuracy"]
+                         for k, v in self._plans.items()}
 
     # -- building ------------------------------------------------------------------------------
     @staticmethod
@@ -241,7 +249,7 @@ class Net(nn.Module):
     # -- running -------------------------------------------------------------------------------
     def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         training = self.training
-        out = _run(self._fast[training], batch, direct=not _hooks_present(self.layers))
+        out = _run(self._fast[training], batch, direct=not _hooks_present(self._hooks))
         losses = self._losses[training]
         if losses:
             total = None
@@ -268,6 +276,12 @@ class Net(nn.Module):
     def sequence_inputs(self) -> list[str]:
         """Batch keys whose axis 1 is time (input layers with ``sequence: true``)."""
         return [la.source for la in self.input_layers if la.options.sequence]  # type: ignore[attr-defined]
+
+    @property
+    def metric_names(self) -> list[str]:
+        """Metric layers other than accuracy active in the current phase (e.g. reconstruction_error):
+        the trainer logs each under its name."""
+        return self._metrics[self.training]
 
     @property
     def loss_sources(self) -> list[str]:
@@ -356,7 +370,7 @@ class InferenceNet(nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         batch = dict(zip(self.input_names, inputs, strict=True))
-        return _run(self._fast, batch, direct=not _hooks_present(self.net.layers))[self.output]
+        return _run(self._fast, batch, direct=not _hooks_present(self.net._hooks))[self.output]
 
 
 _FastStep = tuple[int, Any, Any, Any]
@@ -372,15 +386,21 @@ def _fast_plan(plan: Sequence[_Step]) -> list[_FastStep]:
     return fast
 
 
-def _hooks_present(layers: Sequence[Layer]) -> bool:
-    """Whether calling a layer's ``forward`` directly would skip a hook (or a TorchScript trace's scope)."""
-    m = _torch_module
-    if (getattr(m, "_global_forward_hooks", True) or getattr(m, "_global_forward_pre_hooks", True)
-            or getattr(m, "_global_backward_hooks", True) or getattr(m, "_global_backward_pre_hooks", True)
-            or _tracing_state() is not None):
-        return True
-    return any(la._forward_hooks or la._forward_pre_hooks or la._backward_hooks or la._backward_pre_hooks
-               for la in layers)
+_GLOBAL_HOOKS = tuple(getattr(_torch_module, name, {"missing": True}) for name in (
+    "_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks", "_global_backward_pre_hooks"))
+
+
+def _hook_dicts(layers: Sequence[Layer]) -> tuple[dict, ...]:
+    """Every layer's hook dicts, gathered once: torch keeps a module's hooks in dicts that live as
+    long as the module (registering adds to the dict, never replaces it)."""
+    return tuple(d for la in layers for d in (la._forward_hooks, la._forward_pre_hooks, la._backward_hooks,
+                                              la._backward_pre_hooks))
+
+
+def _hooks_present(dicts: tuple[dict, ...]) -> bool:
+    """Whether calling a layer's ``forward`` directly would skip a hook (or a TorchScript trace's
+    scope): ``any`` over the dicts themselves, in C, is the whole check per call."""
+    return any(_GLOBAL_HOOKS) or any(dicts) or _tracing_state() is not None
 
 
 def _run(plan: Sequence[_FastStep], batch: Mapping[str, torch.Tensor], *, direct: bool) -> dict[str, torch.Tensor]:

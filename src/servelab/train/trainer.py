@@ -19,6 +19,7 @@ Units: times in seconds, throughput in samples per second (wall clock, data load
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -33,6 +34,7 @@ from servelab.errors import ConfigError
 from servelab.train.checkpoint import latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
 from servelab.train.job import JobConfig, TrainOneBatchConfig
 from servelab.train.net import Net, build_net
+from servelab.train.precision import MixedPrecision
 from servelab.train.updaters import make_optimizer, make_scheduler
 
 __all__ = ["BatchStats", "MetricsLog", "TrainProgress", "TrainResult", "build_for_job", "check_batch",
@@ -46,6 +48,7 @@ class BatchStats:
     loss: float
     accuracy: float | None
     samples: int
+    metrics: dict[str, float] = field(default_factory=dict)  # the net's other metric layers, by name
 
 
 @dataclass
@@ -75,20 +78,31 @@ def _batch_size(batch: Mapping[str, torch.Tensor]) -> int:
 
 
 def train_one_batch(net: Net, batch: Mapping[str, torch.Tensor], cfg: TrainOneBatchConfig,
-                    update: Callable[[], None]) -> BatchStats:
-    """Forward, backward, ``update()`` (BP); per time window when ``cfg`` asks for truncated BPTT."""
+                    update: Callable[[], None], precision: MixedPrecision | None = None) -> BatchStats:
+    """Forward, backward, ``update()`` (BP); per time window when ``cfg`` asks for truncated BPTT.
+    With ``precision`` the forward runs under its autocast and the backward is scaled (fp16)."""
     if cfg.alg == "bptt" and cfg.unroll_len is not None:
-        return _truncated_bptt(net, batch, cfg, update)
+        return _truncated_bptt(net, batch, cfg, update, precision)
     net.zero_grad(set_to_none=True)
-    out = net(batch)
+    with precision.autocast() if precision is not None else contextlib.nullcontext():
+        out = net(batch)
     if "loss" not in out:
         raise ConfigError("the net has no loss layer (softmax_loss, euclidean_loss, …) active in the train phase")
     loss = out["loss"]
-    loss.backward()
+    _backward(loss, precision)
     _clip(net, cfg)
     update()
     acc = out.get("accuracy")
-    return BatchStats(float(loss.detach()), None if acc is None else float(acc), _batch_size(batch))
+    metrics = {name: float(out[name]) for name in net.metric_names}
+    return BatchStats(float(loss.detach()), None if acc is None else float(acc), _batch_size(batch), metrics)
+
+
+def _backward(loss: torch.Tensor, precision: MixedPrecision | None) -> None:
+    if precision is None:
+        loss.backward()
+        return
+    precision.backward(loss)
+    precision.unscale()  # clipping sees the true gradients
 
 
 def _clip(net: Net, cfg: TrainOneBatchConfig) -> None:
@@ -97,7 +111,7 @@ def _clip(net: Net, cfg: TrainOneBatchConfig) -> None:
 
 
 def _truncated_bptt(net: Net, batch: Mapping[str, torch.Tensor], cfg: TrainOneBatchConfig,
-                    update: Callable[[], None]) -> BatchStats:
+                    update: Callable[[], None], precision: MixedPrecision | None = None) -> BatchStats:
     seq = net.sequence_inputs
     if not seq:
         raise ConfigError("train_one_batch: bptt with unroll_len needs an input layer with sequence: true "
@@ -110,8 +124,9 @@ def _truncated_bptt(net: Net, batch: Mapping[str, torch.Tensor], cfg: TrainOneBa
         for start in range(0, length, k):
             window = {key: (t[:, start:start + k] if key in seq else t) for key, t in batch.items()}
             net.zero_grad(set_to_none=True)
-            out = net(window)
-            out["loss"].backward()
+            with precision.autocast() if precision is not None else contextlib.nullcontext():
+                out = net(window)
+            _backward(out["loss"], precision)
             _clip(net, cfg)
             update()
             steps = min(k, length - start)
@@ -133,6 +148,7 @@ def evaluate(net: Net, batches: Iterable[Mapping[str, torch.Tensor]], *, max_bat
     loss_sum = acc_sum = 0.0
     n = 0
     has_acc = False
+    metric_sums: dict[str, float] = {}
     try:
         with torch.no_grad():
             for i, batch in enumerate(batches):
@@ -147,10 +163,13 @@ def evaluate(net: Net, batches: Iterable[Mapping[str, torch.Tensor]], *, max_bat
                 if "accuracy" in out:
                     has_acc = True
                     acc_sum += float(out["accuracy"]) * b
+                for name in net.metric_names:
+                    metric_sums[name] = metric_sums.get(name, 0.0) + float(out[name]) * b
                 n += b
     finally:
         net.train(was_training)
-    return {"loss": loss_sum / n if n else None, "accuracy": acc_sum / n if n and has_acc else None, "samples": n}
+    return {"loss": loss_sum / n if n else None, "accuracy": acc_sum / n if n and has_acc else None, "samples": n,
+            **{k: v / n for k, v in metric_sums.items() if n}}
 
 
 def check_batch(net: Net, batch: Mapping[str, torch.Tensor]) -> None:
@@ -289,14 +308,18 @@ def train_local(job: JobConfig, *, out_dir: Path, progress: bool = True, resume:
         if not job.data.has_test:
             return None
         r = evaluate(net, make_data(job, "test"), max_batches=job.test_steps, device=device)
-        emit({"phase": "test", "step": step, "loss": r["loss"], "accuracy": r["accuracy"], "samples": r["samples"]})
+        emit({"phase": "test", "step": step, **r})
         bar.log(f"step {step}: test loss {r['loss']:.4f}" + (f" accuracy {r['accuracy']:.3f}" if r["accuracy"]
                                                               is not None else ""))
         return r
 
-    def update() -> None:
-        optimizer.step()
+    amp = MixedPrecision(job.precision, device, optimizer)
+    update = amp.step
 
+    if job.pretrain and start == 0:  # greedy RBM stages first (a resumed run has them in its checkpoint)
+        from servelab.train.rbm import pretrain
+
+        pretrain(net, job, device=device, emit=emit)
     ckpt: Path | None = latest
     train_loss: float | None = None
     window: list[BatchStats] = []
@@ -314,7 +337,7 @@ def train_local(job: JobConfig, *, out_dir: Path, progress: bool = True, resume:
             if device.type != "cpu":
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             lr = optimizer.param_groups[0]["lr"]  # the rate this step used
-            stats = train_one_batch(net, batch, job.train_one_batch, update)
+            stats = train_one_batch(net, batch, job.train_one_batch, update, amp)
             scheduler.step()
             if not math.isfinite(stats.loss):
                 raise ConfigError(f"loss became {stats.loss} at step {step}; lower the learning rate "
@@ -329,7 +352,8 @@ def train_local(job: JobConfig, *, out_dir: Path, progress: bool = True, resume:
                 accs = [s for s in window if s.accuracy is not None]
                 acc = sum(s.accuracy * s.samples for s in accs) / sum(s.samples for s in accs) if accs else None  # type: ignore[misc]
                 rate = n / max(now - t_window, 1e-9)
-                emit({"phase": "train", "step": step, "loss": train_loss, "accuracy": acc,
+                extra = {k: sum(s.metrics[k] * s.samples for s in window) / n for k in window[-1].metrics}
+                emit({"phase": "train", "step": step, "loss": train_loss, "accuracy": acc, **extra,
                       "lr": lr, "samples_per_s": rate,
                       "elapsed_s": now - t_run})
                 bar.show(train_loss, acc, rate)

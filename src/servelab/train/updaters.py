@@ -31,7 +31,7 @@ from servelab.errors import ConfigError
 __all__ = ["UPDATERS", "LearningRateConfig", "UpdaterConfig", "lr_factor", "make_optimizer",
            "make_scheduler"]
 
-UpdaterType = Literal["sgd", "adam", "adagrad", "rmsprop"]
+UpdaterType = Literal["sgd", "nesterov", "adam", "adamax", "adadelta", "adagrad", "rmsprop"]
 LRType = Literal["fixed", "step", "exponential", "linear", "cosine"]
 
 
@@ -56,6 +56,7 @@ class UpdaterConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0)
+    rho: float = Field(0.9, gt=0, lt=1, description="adadelta: decay of the running averages")
     learning_rate: LearningRateConfig = LearningRateConfig()
 
 
@@ -63,6 +64,22 @@ def _sgd(groups: list[dict[str, Any]], cfg: UpdaterConfig) -> torch.optim.Optimi
     if cfg.nesterov and cfg.momentum <= 0:
         raise ConfigError("updater: nesterov needs momentum > 0")
     return torch.optim.SGD(groups, lr=cfg.learning_rate.base, momentum=cfg.momentum, nesterov=cfg.nesterov)
+
+
+def _nesterov(groups: list[dict[str, Any]], cfg: UpdaterConfig) -> torch.optim.Optimizer:
+    """SINGA's NesterovUpdater: momentum SGD with the look-ahead gradient."""
+    if cfg.momentum <= 0:
+        raise ConfigError("updater: type nesterov needs momentum > 0 (e.g. momentum: 0.9)")
+    return torch.optim.SGD(groups, lr=cfg.learning_rate.base, momentum=cfg.momentum, nesterov=True)
+
+
+def _adamax(groups: list[dict[str, Any]], cfg: UpdaterConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adamax(groups, lr=cfg.learning_rate.base, betas=cfg.betas, eps=cfg.eps)
+
+
+def _adadelta(groups: list[dict[str, Any]], cfg: UpdaterConfig) -> torch.optim.Optimizer:
+    """AdaDelta (Zeiler 2012); ``learning_rate.base`` scales its step (1.0 is the paper's rule)."""
+    return torch.optim.Adadelta(groups, lr=cfg.learning_rate.base, rho=cfg.rho, eps=cfg.eps)
 
 
 def _adam(groups: list[dict[str, Any]], cfg: UpdaterConfig) -> torch.optim.Optimizer:
@@ -78,7 +95,8 @@ def _rmsprop(groups: list[dict[str, Any]], cfg: UpdaterConfig) -> torch.optim.Op
 
 
 UPDATERS: dict[UpdaterType, Callable[[list[dict[str, Any]], UpdaterConfig], torch.optim.Optimizer]] = {
-    "sgd": _sgd, "adam": _adam, "adagrad": _adagrad, "rmsprop": _rmsprop,
+    "sgd": _sgd, "nesterov": _nesterov, "adam": _adam, "adamax": _adamax, "adadelta": _adadelta,
+    "adagrad": _adagrad, "rmsprop": _rmsprop,
 }
 
 

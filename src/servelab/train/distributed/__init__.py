@@ -27,6 +27,10 @@ def launch(job: JobConfig, *, out_dir: Path, timeout_s: float | None = None) -> 
     ``threads_per_worker``. Writes ``model.pt``, ``rank-N.json`` and ``metrics.jsonl`` under
     ``out_dir``, checkpoints under ``out_dir / job.checkpoint_path``; the result's ``net`` is the
     trained layer net (worker 0's parameters).
+
+    With several nodes (``cluster.rendezvous.nnodes``) only node 0 holds worker 0: there the
+    result carries the net and ``model.pt``; on the other nodes ``net`` is None and
+    ``metrics.jsonl`` holds the losses of the node's first worker (none if it runs only servers).
     """
     import json
 
@@ -42,13 +46,14 @@ def launch(job: JobConfig, *, out_dir: Path, timeout_s: float | None = None) -> 
     out_dir = Path(out_dir)
     result = launch_spec(spec_from_job(job, out_dir=out_dir), cluster_from(raw), out_dir=out_dir,
                          timeout_s=timeout_s)
-    torch.manual_seed(job.seed)
-    result.net = build_net(job.neuralnet)
-    result.net.load_state_dict(result.final_state)
+    if result.final_state:  # this node holds worker 0 (always so on one node)
+        torch.manual_seed(job.seed)
+        result.net = build_net(job.neuralnet)
+        result.net.load_state_dict(result.final_state)
     with (out_dir / "metrics.jsonl").open("a") as f:
         for i, loss in enumerate(result.losses):
             step = result.start_step + i + 1
-            f.write(json.dumps({"phase": "train", "step": step, "loss": loss, "worker": 0}) + "\n")
+            f.write(json.dumps({"phase": "train", "step": step, "loss": loss, "worker": result.log_rank}) + "\n")
         for elapsed_s, step, metric in result.eval_log:
             f.write(json.dumps({"phase": "test", "step": step, "accuracy": metric, "elapsed_s": elapsed_s}) + "\n")
     return result

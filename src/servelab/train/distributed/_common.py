@@ -44,14 +44,28 @@ class Role:
 
     @property
     def server(self) -> int:
+        """This server's index among all servers (server group major)."""
         return self.rank - self.cluster.nworkers
+
+    @property
+    def server_group(self) -> int:
+        """A server's group; for a worker, the server group it talks to."""
+        if self.kind == "server":
+            return self.server // self.cluster.nservers_per_group
+        return self.group % self.cluster.nserver_groups
+
+    @property
+    def server_slice(self) -> int:
+        """Which slice of the parameters a server holds (the same slice in every server group)."""
+        return self.server % self.cluster.nservers_per_group
 
     def group_ranks(self, g: int) -> list[int]:
         n = self.cluster.nworkers_per_group
         return list(range(g * n, (g + 1) * n))
 
-    def server_rank(self, j: int) -> int:
-        return self.cluster.nworkers + j
+    def server_rank(self, j: int, server_group: int = 0) -> int:
+        """The rank of the server holding slice ``j`` in ``server_group``."""
+        return self.cluster.nworkers + server_group * self.cluster.nservers_per_group + j
 
     @property
     def name(self) -> str:
@@ -202,7 +216,13 @@ def step_dir(root: Path, step: int) -> Path:
 
 
 def mark_complete(root: Path, step: int, framework: Framework, keep: int = 2) -> None:
-    """Written last, by one process, once every part of step ``step`` is on disk; older ones are pruned."""
+    """Written last, by one process, once every part of step ``step`` is on disk; older ones are pruned.
+
+    The parts may have been written on other nodes (a server's shard): with several machines the
+    checkpoint path must be a shared file system for a resume to find them; without one, the
+    marker still records the step on this node and no part is lost on the nodes that wrote them.
+    """
+    step_dir(root, step).mkdir(parents=True, exist_ok=True)
     _write_text(step_dir(root, step) / "complete.json", json.dumps({"step": step, "framework": framework}))
     done = sorted(p for p in root.glob("step-*") if (p / "complete.json").exists())
     for old in done[:-keep]:

@@ -15,10 +15,14 @@ from torch.nn.parallel import DistributedDataParallel
 
 from servelab.train.distributed import _common as c
 from servelab.train.distributed.partition import apply_model_parallel, full_state_dict
+from servelab.train.distributed.shm import GradientAverager, ShmAllReduce
 from servelab.train.distributed.spec import TrainSpec
+from servelab.train.precision import MixedPrecision
 
 
-def run(role: c.Role, spec: TrainSpec) -> None:
+def run(role: c.Role, spec: TrainSpec, shm: ShmAllReduce | None = None) -> None:
+    """Train as worker ``role.rank``; with ``shm`` (the launcher's shared block, one machine) the
+    gradients are averaged in shared memory instead of by DDP over the process group."""
     world = role.cluster.nworkers
     device = c.device_for(role)
     log = c.Log(role)
@@ -32,6 +36,7 @@ def run(role: c.Role, spec: TrainSpec) -> None:
     model.to(device)
     opt = c.optimizer_for(spec, model)
     sched = spec.make_scheduler(opt) if spec.make_scheduler else None
+    amp = MixedPrecision(spec.precision, device, opt)  # type: ignore[arg-type]
 
     start = 0
     found = c.latest_complete(spec.checkpoint_path, role.framework)
@@ -46,22 +51,31 @@ def run(role: c.Role, spec: TrainSpec) -> None:
 
     net = model
     replicated = [n for n, p in model.named_parameters() if p.requires_grad and n not in sharded]
-    if world > 1 and replicated:  # (every parameter sharded: nothing for DDP to average)
+    averager = None
+    if world > 1 and replicated and shm is not None:
+        params = dict(model.named_parameters())
+        averager = GradientAverager(shm, role.rank, [params[n] for n in replicated])
+    elif world > 1 and replicated:  # (every parameter sharded: nothing for DDP to average)
         if sharded:
             DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, sharded)
         ids = [device.index] if device.type == "cuda" else None
         net = DistributedDataParallel(model, device_ids=ids)  # also broadcasts rank 0's replicated state
 
+    log.extra["grad_sync"] = "shm" if averager is not None else ("ddp" if net is not model else "none")
     data = c.batches(spec, role.rank, world, device, skip=start)
     evaluate_here = spec.evaluate is not None and (role.rank == 0 or mp_group is not None)
     log.start()
     for step in range(start, spec.steps):
         batch = next(data)
-        loss = net(batch)["loss"]
+        with amp.autocast():
+            loss = net(batch)["loss"]
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        c.clip(spec, model)  # after DDP averaged the gradients: the global norm
-        opt.step()
+        amp.backward(loss)  # fp16: scaled; averaging a scaled gradient is scaling the average
+        if averager is not None:
+            averager.average()
+        amp.unscale()
+        c.clip(spec, model)  # after the gradients were averaged: the global norm
+        amp.step()
         if sched is not None:
             sched.step()
         log.step(loss.item(), c.batch_rows(batch))

@@ -74,6 +74,11 @@ def launch_spec(
             f"partition_dim 1 (model parallel) layers are implemented for the allreduce framework, not {framework!r}: "
             "use partition_dim 0 for them or server_worker_separate: false with one worker group"
         )
+    if spec.precision != "fp32" and framework not in ("local", "allreduce"):
+        raise ConfigError(f"precision {spec.precision} is implemented for the local and allreduce frameworks, not "
+                          f"{framework!r}: use precision: fp32 there")
+    if spec.precision == "fp16" and cluster.device != "cuda":
+        raise ConfigError("precision fp16 (with loss scaling) runs on device: cuda; on CPU use precision: bf16")
     latest_complete(spec.checkpoint_path, framework)  # refuses another framework's checkpoints before starting
     import torch
 
@@ -93,7 +98,8 @@ def launch_spec(
 
     import torch.distributed as dist
 
-    store, port, shared = None, None, None
+    store, port = None, None
+    shared: Any = None  # Hogwild's shared tensors, or the shared-memory all-reduce block
     if framework == "hogwild":
         from servelab.train.distributed.hogwild import shared_state
 
@@ -108,6 +114,8 @@ def launch_spec(
     from servelab.train.distributed.worker import child
 
     ctx = _context()
+    if framework == "allreduce" and cluster.nworkers > 1 and cluster.resolved_backend == "shm" and port is not None:
+        shared = _shm_block(ctx, spec, cluster)
     procs = {
         r: ctx.Process(target=child, args=(r, framework, spec, cluster, out_dir, port, shared),
                        name=f"servelab-train-rank{r}", daemon=True)
@@ -122,6 +130,24 @@ def launch_spec(
         _stop(procs)
         del store
     return _collect(framework, cluster, spec, out_dir, ranks, shared)
+
+
+def _shm_block(ctx: Any, spec: TrainSpec, cluster: ClusterConfig) -> Any:
+    """The shared-memory all-reduce block, or None (DDP over gloo) when ``auto`` finds too little
+    shared memory: filling a tmpfs past its size would kill the launcher with SIGBUS."""
+    from servelab.train.distributed import shm
+    from servelab.train.distributed._common import seeded_model
+
+    numel = sum(p.numel() for p in seeded_model(spec).parameters() if p.requires_grad)
+    need, free = shm.shm_bytes(numel, cluster.nworkers), shm.shm_free_bytes()
+    if free is not None and need > free:
+        if cluster.backend == "shm":
+            raise ConfigError(
+                f"backend 'shm' needs {need / 1e6:.0f} MB in {shm.SHM_DIR}, which has {free / 1e6:.0f} MB free: "
+                "use backend: gloo, or give the machine more shared memory (docker run --shm-size)"
+            )
+        return None  # auto: DDP over gloo instead
+    return shm.shm_state(ctx, numel, cluster.nworkers, cluster.rendezvous.timeout_s)
 
 
 def _supervise(procs: dict[int, Any], roles: dict[int, Role], out_dir: Path, timeout_s: float | None) -> None:
@@ -190,21 +216,21 @@ def _collect(framework: Framework, cluster: ClusterConfig, spec: TrainSpec, out_
     logs = {r: json.loads((out_dir / f"rank-{r}.json").read_text()) for r in ranks}
     workers = [v for v in logs.values() if v["kind"] == "worker"]
     servers = [v for v in logs.values() if v["kind"] == "server"]
-    if shared is not None:  # Hogwild: the shared tensors are the model
+    if framework == "hogwild":  # the shared tensors are the model
         final = {k: v.clone() for k, v in shared[0].items()}
         torch.save(final, out_dir / "model.pt")
     elif (out_dir / "model.pt").exists():
         final = torch.load(out_dir / "model.pt", map_location="cpu", weights_only=True)
     else:
         final = {}  # another node holds worker 0
-    first = logs.get(0, workers[0] if workers else {})
+    first = logs.get(0, min(workers, key=lambda w: w["rank"]) if workers else {})
     staleness: dict[str, float] = {}
     if framework == "async-ps" and servers:
         staleness = {
             "max": max(s["staleness_max"] for s in servers),
             "mean": sum(s["staleness_mean"] for s in servers) / len(servers),
             "dropped": sum(s["dropped"] for s in servers),
-            "updates": servers[0]["applied"],
+            "updates": sum(s["applied"] for s in servers) // cluster.nservers_per_group,
         }
     return TrainResult(
         framework=framework,
@@ -219,4 +245,6 @@ def _collect(framework: Framework, cluster: ClusterConfig, spec: TrainSpec, out_
         eval_log=[tuple(e) for e in first.get("eval_log", [])],
         staleness=staleness,
         out_dir=out_dir,
+        log_rank=int(first.get("rank", -1)),
+        node_rank=cluster.rendezvous.node_rank,
     )

@@ -1,15 +1,17 @@
-"""Model parallelism for inner-product layers: SINGA's ``partition_dim: 1``.
+"""Model parallelism for inner-product and convolution layers: SINGA's ``partition_dim: 1``.
 
 Inside a worker group every layer is data parallel (``partition_dim: 0``: each worker takes a
 slice of the mini-batch, parameters are replicated) unless it is marked ``partition_dim: 1``:
-then its output features, and so its weight rows and bias, are split across the group's workers.
+then its output features (an inner-product layer's outputs, a convolution's output channels,
+i.e. its filters), and so its weight rows (filters) and bias, are split across the group's workers.
 SINGA's partitioner inserted connection layers where the two meet; here they are two
 differentiable collectives that :func:`apply_model_parallel` hooks onto the layer:
 
 1. Concate over the batch (``gather(dim=0)``): every worker gets the whole mini-batch of inputs;
 2. each worker computes its slice of output features for the whole mini-batch;
-3. Concate over features (``gather(dim=1)``), then Slice back to this worker's rows, so the next
-   (data-parallel) layer sees its own rows with every feature.
+3. Concate over features (the last axis of an inner product, the channel axis 1 of a
+   convolution), then Slice back to this worker's rows, so the next (data-parallel) layer sees
+   its own rows with every feature.
 
 Backward of a gather is the sum of every worker's gradient for this worker's chunk (an
 all-reduce, then a slice: gloo has no reduce-scatter). Each worker's loss is the mean over its
@@ -17,7 +19,7 @@ rows and data-parallel gradients are averaged (DDP), so the sharded parameters' 
 divided by the group size to match: the result equals the unpartitioned layer trained on the
 whole mini-batch (``tests/test_train_distributed_partition.py`` checks forward and backward).
 
-Not covered: convolution or other layers at ``partition_dim: 1``, SINGA's ``location``
+Not covered: grouped convolutions and other layers at ``partition_dim: 1``, SINGA's ``location``
 (whole layers placed on workers: pipeline parallelism), and skipping the round trip between two
 consecutive feature-parallel layers (each layer gathers and slices on its own).
 """
@@ -64,8 +66,9 @@ class _FeatureParallel:
     ``weight``/``bias`` directly (``F.linear``); either way its output holds this worker's features.
     """
 
-    def __init__(self, group: Any) -> None:
+    def __init__(self, group: Any, feature_dim: int) -> None:
         self.group = group
+        self.feature_dim = feature_dim  # -1: inner product's features; 1: a convolution's channels
         self.size = dist.get_world_size(group)
         self.rank = dist.get_rank(group)
 
@@ -74,16 +77,17 @@ class _FeatureParallel:
 
     def after(self, module: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> torch.Tensor:
         rows = out.shape[0] // self.size
-        all_features = gather(out, -1, self.group)  # Concate (dim 1)
+        all_features = gather(out, self.feature_dim, self.group)  # Concate (features)
         return all_features.narrow(0, self.rank * rows, rows)  # Slice (dim 0): back to my rows
 
 
 def apply_model_parallel(model: nn.Module, names: tuple[str, ...], *, group: Any = None) -> list[str]:
     """Make each named layer feature-parallel across ``group``; returns the names of the now-sharded parameters.
 
-    A named module must be an ``nn.Linear`` or hold exactly one (an inner-product layer). Its
-    weight rows and bias are cut to this worker's share; the layer still takes and returns this
-    worker's rows. Every worker must call it on an identically initialised model (same seed).
+    A named module must be an ``nn.Linear`` or ``nn.Conv2d``, or hold exactly one of them (an
+    inner-product or convolution layer). Its weight rows (filters) and bias are cut to this
+    worker's share; the layer still takes and returns this worker's rows. Every worker must call
+    it on an identically initialised model (same seed).
     """
     sharded: list[str] = []
     modules = dict(model.named_modules())
@@ -91,17 +95,23 @@ def apply_model_parallel(model: nn.Module, names: tuple[str, ...], *, group: Any
         if name not in modules:
             raise ConfigError(f"model_parallel names {name!r}, which is not a submodule of the model")
         layer = modules[name]
-        linears = [(n, m) for n, m in layer.named_modules() if isinstance(m, nn.Linear)]
-        if len(linears) != 1:
+        found = [(n, m) for n, m in layer.named_modules() if isinstance(m, nn.Linear | nn.Conv2d)]
+        if len(found) != 1:
             raise ConfigError(
-                f"{name!r} is a {type(layer).__name__} with {len(linears)} nn.Linear; only inner-product layers "
-                "(exactly one nn.Linear) can be feature-parallel"
+                f"{name!r} is a {type(layer).__name__} with {len(found)} nn.Linear/nn.Conv2d; only inner-product "
+                "and convolution layers (exactly one of them) can be feature-parallel"
             )
-        sub, linear = linears[0]
-        hooks = _FeatureParallel(group)
-        if linear.out_features % hooks.size:
+        sub, linear = found[0]
+        conv = isinstance(linear, nn.Conv2d)
+        width_attr = "out_channels" if conv else "out_features"
+        if conv and getattr(linear, "groups", 1) != 1:
+            raise ConfigError(f"layer {name!r} is a grouped convolution (groups {getattr(linear, 'groups', 1)}); "
+                              "only groups: 1 can be split by channel")
+        hooks = _FeatureParallel(group, 1 if conv else -1)
+        width = int(getattr(linear, width_attr))
+        if width % hooks.size:
             raise ConfigError(
-                f"layer {name!r} has {linear.out_features} outputs, which cannot be split across {hooks.size} "
+                f"layer {name!r} has {width} outputs, which cannot be split across {hooks.size} "
                 "workers: make its output size a multiple of nworkers_per_group"
             )
         for attr in ("weight", "bias"):
@@ -113,7 +123,7 @@ def apply_model_parallel(model: nn.Module, names: tuple[str, ...], *, group: Any
             shard.register_hook(lambda g, n=hooks.size: g / n)
             setattr(linear, attr, shard)
             sharded.append(".".join(x for x in (name, sub, attr) if x))
-        linear.out_features //= hooks.size
+        setattr(linear, width_attr, width // hooks.size)
         linear.servelab_feature_parallel = hooks  # what full_state_dict gathers
         layer.register_forward_pre_hook(hooks.before)
         layer.register_forward_hook(hooks.after)

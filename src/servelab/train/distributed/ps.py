@@ -23,6 +23,7 @@ the smallest count any server has for it, and servers skip pushes they already a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -50,14 +51,14 @@ def _slices(model: torch.nn.Module, nservers: int) -> tuple[list[tuple[str, torc
     return named, assign([p.numel() for _, p in named], nservers)
 
 
-def _flat(tensors: list[torch.Tensor], header: list[float] | None = None) -> torch.Tensor:
+def _flat(tensors: Sequence[torch.Tensor], header: list[float] | None = None) -> torch.Tensor:
     parts = [t.detach().reshape(-1).to("cpu", torch.float32) for t in tensors]
     if header is not None:
         parts.insert(0, torch.tensor(header, dtype=torch.float32))
     return torch.cat(parts) if parts else torch.zeros(0)
 
 
-def _unflat(flat: torch.Tensor, into: list[torch.Tensor]) -> None:
+def _unflat(flat: torch.Tensor, into: Sequence[torch.Tensor]) -> None:
     offset = 0
     with torch.no_grad():
         for t in into:
@@ -66,7 +67,7 @@ def _unflat(flat: torch.Tensor, into: list[torch.Tensor]) -> None:
             offset += n
 
 
-def _numel(params: list[torch.Tensor]) -> int:
+def _numel(params: Sequence[torch.Tensor]) -> int:
     return sum(p.numel() for p in params)
 
 
@@ -77,8 +78,8 @@ class _Shard:
 
     def __init__(self, role: c.Role, spec: TrainSpec) -> None:
         model = c.seeded_model(spec)  # same seed as the workers: same initial values
-        named, owned = _slices(model, role.cluster.nservers)
-        mine = owned[role.server]
+        named, owned = _slices(model, role.cluster.nservers_per_group)
+        mine = owned[role.server_slice]
         self.names = [named[i][0] for i in mine]
         self.params = [torch.nn.Parameter(named[i][1].detach().clone()) for i in mine]
         subset = list(zip(self.names, self.params, strict=True))
@@ -142,7 +143,10 @@ def run_sync_server(role: c.Role, spec: TrainSpec) -> None:
 def run_async_server(role: c.Role, spec: TrainSpec) -> None:
     shard = _Shard(role, spec)
     groups = role.cluster.nworker_groups
-    leaders = {role.group_ranks(g)[0]: g for g in range(groups)}
+    nsg = role.cluster.nserver_groups
+    mine = [g for g in range(groups) if g % nsg == role.server_group]  # the worker groups this server group serves
+    leaders = {role.group_ranks(g)[0]: g for g in mine}
+    replicas = _ReplicaSync(role, spec, shard) if nsg > 1 else None
     version, counts = 0, [0] * groups
     ckpt = spec.checkpoint_path / "async" / f"server-{role.server}.pt" if spec.checkpoint_path else None
     if ckpt is not None and ckpt.exists():
@@ -155,7 +159,7 @@ def run_async_server(role: c.Role, spec: TrainSpec) -> None:
     dropped = applied = 0
     pending: dict[int, Any] = {}  # the last reply to each leader, sent without waiting for it to be received
     buf = torch.zeros(HEADER + shard.size)
-    while min(counts) < spec.steps:
+    while min(counts[g] for g in mine) < spec.steps:
         src = dist.recv(buf)  # from any group leader, in arrival order: no barrier between groups
         if src in pending:
             pending.pop(src).wait()
@@ -174,17 +178,58 @@ def run_async_server(role: c.Role, spec: TrainSpec) -> None:
                 if ckpt is not None and spec.checkpoint_freq and version % spec.checkpoint_freq == 0:
                     c.save_atomic({**shard.state(), "version": version, "counts": list(counts)}, ckpt)
         pending[src] = dist.isend(_flat(shard.params, [float(version), 0.0]), dst=src)
+        if replicas is not None:
+            replicas.maybe_sync(min(counts[g] for g in mine))
     for req in pending.values():
         req.wait()
+    if replicas is not None:
+        replicas.maybe_sync(spec.steps, final=True)
     if ckpt is not None:
         c.save_atomic({**shard.state(), "version": version, "counts": list(counts)}, ckpt)
     log = c.Log(role)
     log.extra = {
         "staleness_max": max(staleness, default=0),
         "staleness_mean": sum(staleness) / len(staleness) if staleness else 0.0,
-        "dropped": dropped, "applied": applied,
+        "dropped": dropped, "applied": applied, "server_group": role.server_group, "slice": role.server_slice,
+        "syncs": replicas.syncs if replicas is not None else 0,
+        "checksum": float(sum(p.detach().double().sum() for p in shard.params)),
     }
     log.write()
+
+
+class _ReplicaSync:
+    """Several server groups: the servers holding one slice average it every ``sync_freq`` rounds.
+
+    A round is a step every worker group of this server group has pushed (the least count among
+    them), so every server group syncs at the same rounds, the same number of times, and the
+    collective never waits on a server group that will not come. Only servers of the same slice
+    take part (their own process group), so a sync never waits on workers; each keeps its own
+    updater state, as SINGA's server groups did.
+    """
+
+    def __init__(self, role: c.Role, spec: TrainSpec, shard: _Shard) -> None:
+        cl = role.cluster
+        self.shard = shard
+        self.every = cl.sync_freq
+        self.nsg = cl.nserver_groups
+        peers = [role.server_rank(role.server_slice, sg) for sg in range(self.nsg)]
+        self.group = dist.new_group(peers, use_local_synchronization=True)
+        self.done = 0  # rounds synced through
+        self.syncs = 0
+
+    def maybe_sync(self, rounds: int, *, final: bool = False) -> None:
+        while self.done + self.every <= rounds:
+            self._sync()
+            self.done += self.every
+        if final and self.done < rounds:  # the last, partial interval: every replica ends identical
+            self._sync()
+            self.done = rounds
+
+    def _sync(self) -> None:
+        flat = _flat(self.shard.params)
+        dist.all_reduce(flat, group=self.group)
+        _unflat(flat / self.nsg, self.shard.params)
+        self.syncs += 1
 
 
 def _send_each(messages: dict[int, torch.Tensor]) -> None:
@@ -200,9 +245,10 @@ class _Replica:
     def __init__(self, role: c.Role, spec: TrainSpec) -> None:
         self.device = c.device_for(role)
         self.model = c.seeded_model(spec).to(self.device)
-        named, owned = _slices(self.model, role.cluster.nservers)
+        named, owned = _slices(self.model, role.cluster.nservers_per_group)
         self.slices = [[named[i][1] for i in idx] for idx in owned]
-        self.servers = [role.server_rank(j) for j in range(role.cluster.nservers)]
+        # this worker's server group holds every slice
+        self.servers = [role.server_rank(j, role.server_group) for j in range(role.cluster.nservers_per_group)]
 
     def grads(self, j: int) -> list[torch.Tensor]:
         return [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.slices[j]]

@@ -41,13 +41,15 @@ class TrainSpec:
       mini-batch (SINGA's ``partition_dim: 0``).
     - ``steps``: updates per worker group. ``checkpoint_freq`` (steps, 0 = never) writes a
       checkpoint under ``checkpoint_path`` that a restarted run resumes from.
-    - ``model_parallel``: qualified names of inner-product layers (an ``nn.Linear``, or a module
-      holding exactly one) split by output feature across the workers of a group (SINGA's
-      ``partition_dim: 1``; allreduce only).
+    - ``model_parallel``: qualified names of inner-product or convolution layers (an ``nn.Linear``
+      or ``nn.Conv2d``, or a module holding exactly one) split by output feature (channel) across
+      the workers of a group (SINGA's ``partition_dim: 1``; allreduce only).
     - ``evaluate(model) -> float`` (e.g. accuracy on held-out data), run by worker 0 every
       ``eval_every`` steps and at the end; its log gives time-to-accuracy.
     - ``clip_grad_norm``: clip each update's gradient norm (allreduce: the averaged gradient;
       parameter servers and Hogwild: each worker's own gradient).
+    - ``precision``: ``fp32``, ``bf16`` or ``fp16`` (``servelab.train.precision``); local and
+      allreduce only.
 
     A model with a ``param_groups()`` method (the layer net) has its groups' ``lr_scale`` and
     ``wd_scale`` passed to ``make_optimizer`` as parameter-group dicts, on servers too.
@@ -65,6 +67,7 @@ class TrainSpec:
     evaluate: Callable[[nn.Module], float] | None = None
     eval_every: int = 0
     clip_grad_norm: float | None = None
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         from servelab.errors import ConfigError
@@ -81,7 +84,11 @@ class TrainSpec:
 
 @dataclass
 class TrainResult:
-    """What a run measured. Times in seconds; ``losses`` are worker 0's, one per step it ran."""
+    """What a run measured. Times in seconds; ``losses`` are worker ``log_rank``'s, one per step it ran.
+
+    ``log_rank`` is 0 except on a node of a multi-node job that does not hold worker 0 (its first
+    worker then; -1 when it runs only servers); there ``final_state`` is empty: node 0 has the model.
+    """
 
     framework: Framework
     nworkers: int
@@ -96,6 +103,8 @@ class TrainResult:
     staleness: dict[str, float] = field(default_factory=dict)  # async-ps: max, mean, dropped, updates
     out_dir: Path | None = None
     net: Any = None  # launch(job) puts the trained layer net here, for export
+    log_rank: int = 0
+    node_rank: int = 0
 
     @property
     def samples_per_s(self) -> float:
@@ -141,7 +150,7 @@ def _job_accuracy(net: nn.Module, *, job: JobConfig) -> float:
 
 
 def model_parallel_layers(net: nn.Module) -> tuple[str, ...]:
-    """Qualified module names of the inner-product layers a net marks ``partition_dim: 1``."""
+    """Qualified module names of the inner-product and convolution layers a net marks ``partition_dim: 1``."""
     from torch import nn
 
     from servelab.errors import ConfigError
@@ -151,11 +160,12 @@ def model_parallel_layers(net: nn.Module) -> tuple[str, ...]:
     for layer in getattr(net, "layers", []):
         if getattr(layer, "partition_dim", None) != 1:
             continue
-        linears = [n for n, m in layer.named_modules() if isinstance(m, nn.Linear)]
+        linears = [n for n, m in layer.named_modules() if isinstance(m, nn.Linear | nn.Conv2d)]
         if len(linears) != 1 or id(layer) not in by_id:
             raise ConfigError(
                 f"layer {getattr(layer, 'name', '?')!r} ({getattr(layer, 'type', '?')}) has partition_dim 1, but only "
-                "inner-product layers (one nn.Linear) can be split by feature; use partition_dim 0 or -1 for it"
+                "inner-product and convolution layers can be split by feature (channel); use partition_dim 0 or -1 "
+                "for it"
             )
         names.append(by_id[id(layer)])
     return tuple(names)
@@ -186,6 +196,10 @@ def spec_from_job(job: JobConfig, *, out_dir: Path | None = None) -> TrainSpec:
             "train_one_batch.unroll_len (truncated BPTT, several updates per batch) is not implemented in the "
             "distributed frameworks: drop unroll_len (BPTT over whole sequences) or train in one process"
         )
+    if job.pretrain:
+        raise ConfigError("pretrain (greedy RBM stages) runs in one process: train this job without a cluster "
+                          "section (an rbm job without pretrain, trained by its contrastive_divergence loss, "
+                          "runs on every framework)")
     worker_job = job.model_copy(update={"batch_size": per_worker})
     torch.manual_seed(job.seed)
     probe = _job_model(job)
@@ -203,4 +217,5 @@ def spec_from_job(job: JobConfig, *, out_dir: Path | None = None) -> TrainSpec:
         evaluate=functools.partial(_job_accuracy, job=job) if job.data.has_test else None,
         eval_every=job.test_freq,
         clip_grad_norm=tob.clip_grad_norm,
+        precision=job.precision,
     )

@@ -42,6 +42,27 @@ class MLP(nn.Module):
         return {"logits": logits, "loss": nn.functional.cross_entropy(logits, batch["y"])}
 
 
+class CNN(nn.Module):
+    """The blob points as 1 x side x side images: ``conv1`` (3x3, ``channels`` filters) -> ReLU -> ``fc``.
+
+    For the convolution-partitioning tests: ``conv1`` split by batch (partition_dim 0, plain data
+    parallelism) or by channel (partition_dim 1, its filters spread over the workers).
+    """
+
+    def __init__(self, features: int = 16, channels: int = 8, classes: int = 4) -> None:
+        super().__init__()
+        self.side = int(features ** 0.5)
+        if self.side * self.side != features:
+            raise ValueError(f"CNN needs a square number of features, got {features}")
+        self.conv1 = nn.Conv2d(1, channels, 3, padding=1)
+        self.fc = nn.Linear(channels * features, classes)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        x = batch["x"].view(-1, 1, self.side, self.side)
+        logits = self.fc(torch.relu(self.conv1(x)).flatten(1))
+        return {"logits": logits, "loss": nn.functional.cross_entropy(logits, batch["y"])}
+
+
 def make_data(shard: int, num_shards: int, *, batch_size: int, seed: int, n: int, features: int,
               classes: int, fault: tuple[str, int, int] | None = None) -> Iterator[dict[str, torch.Tensor]]:
     """Shard ``shard``'s batches, epoch after epoch (reshuffled each epoch, from the seed).
@@ -94,10 +115,15 @@ def spec(
     model_parallel: tuple[str, ...] = (),
     eval_every: int = 0,
     fault: tuple[str, int, int] | None = None,
+    model: str = "mlp",
 ) -> TrainSpec:
-    """A TrainSpec for the blob task; ``batch_size`` is one worker group's mini-batch."""
+    """A TrainSpec for the blob task; ``batch_size`` is one worker group's mini-batch.
+
+    ``model``: ``mlp`` (features-hidden-classes) or ``cnn`` (:class:`CNN`, ``hidden`` filters).
+    """
+    make_model = functools.partial(MLP if model == "mlp" else CNN, features, hidden, classes)
     return TrainSpec(
-        make_model=functools.partial(MLP, features, hidden, classes),
+        make_model=make_model,
         make_optimizer=functools.partial(sgd, lr=lr, momentum=momentum),
         make_data=functools.partial(make_data, batch_size=batch_size, seed=seed, n=n, features=features,
                                     classes=classes, fault=fault),

@@ -38,10 +38,11 @@ def run_role(role: Role, spec: TrainSpec, *, port: int | None, shared: Any = Non
         return
     if fw != "local":
         backend = role.cluster.resolved_backend if fw == "allreduce" else "gloo"  # PS traffic is CPU tensors
-        _common.init_group(role, backend=backend, port=port)
+        # shm: gradients go through shared memory; checkpoints and feature-parallel layers still use gloo
+        _common.init_group(role, backend="gloo" if backend == "shm" else backend, port=port)
     try:
         if fw in ("local", "allreduce"):
-            allreduce.run(role, spec)
+            allreduce.run(role, spec, shm=shared)
         elif role.kind == "server":
             (ps.run_sync_server if fw == "sync-ps" else ps.run_async_server)(role, spec)
         else:
