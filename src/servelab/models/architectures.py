@@ -12,6 +12,7 @@ This module imports torch at import time; import it only inside functions (see `
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -146,7 +147,8 @@ class VGG(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.zeros_(m.bias)
@@ -174,7 +176,8 @@ class AlbertClassifier(nn.Module):
 
         # "eager" attention: a plain MatMul/Softmax graph that does not depend on which attention
         # kernel this transformers version picks by default.
-        cfg = AlbertConfig(**config, attn_implementation="eager")
+        settings: dict[str, Any] = {**config, "attn_implementation": "eager"}
+        cfg = AlbertConfig(**settings)
         self.hf_model = AlbertForSequenceClassification(cfg)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
