@@ -57,7 +57,7 @@ class _Source(BaseModel):
 
     def resolve(self, base: Path) -> _Source:
         """Make relative paths relative to ``base`` (the job file's folder)."""
-        updates = {}
+        updates: dict[str, Any] = {}
         for key, value in self:
             if isinstance(value, Path) and not value.is_absolute():
                 updates[key] = base / value
@@ -344,7 +344,8 @@ class ImageFolderConfig(_Source):
 
     def _load(self, root: Path, classes: list[str]) -> dict[str, np.ndarray]:
         image = _pil()
-        xs, ys = [], []
+        xs: list[np.ndarray] = []
+        ys: list[int] = []
         for label, cls in enumerate(classes):
             folder = root / cls
             for f in sorted(folder.iterdir()) if folder.is_dir() else []:
@@ -455,7 +456,7 @@ DataConfig = Annotated[
     Field(discriminator="type"),
 ]
 DATA_SOURCES: dict[str, type[_Source]] = {
-    c.model_fields["type"].default: c  # type: ignore[misc]
+    c.model_fields["type"].default: c
     for c in (SyntheticConfig, SyntheticSequenceConfig, SyntheticTextConfig, SyntheticImagesConfig, NumpyConfig,
               CSVConfig, ImageFolderConfig, Cifar10Config, DigitsConfig)
 }

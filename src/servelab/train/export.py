@@ -102,7 +102,7 @@ def _export(net: Net, module: Any, job: JobConfig, out_path: Path, output: str, 
     seq = set(net.sequence_inputs)
     dynamic: dict[str, dict[int, str]] = {n: ({0: "batch", 1: "time"} if n in seq else {0: "batch"}) for n in names}
     out_layer = net.layer(output.partition(":")[0])
-    seq_lens = {layer.options.shape[0] for layer in module.input_layers if layer.source in seq}  # type: ignore[attr-defined]
+    seq_lens = {layer.options.shape[0] for layer in module.input_layers if layer.source in seq}
     out_shape = out_layer.out_shapes[int(output.partition(":")[2] or 0)]
     dynamic[output] = {0: "batch", 1: "time"} if out_shape and out_shape[0] in seq_lens else {0: "batch"}
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,7 +112,9 @@ def _export(net: Net, module: Any, job: JobConfig, out_path: Path, output: str, 
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         try:
-            torch.onnx.export(module, examples, buf, dynamo=False, opset_version=opset, input_names=names,
+            # torch annotates f as a path only, but the TorchScript exporter writes to any binary file object
+            torch.onnx.export(module, examples, buf,  # type: ignore[arg-type]
+                              dynamo=False, opset_version=opset, input_names=names,
                               output_names=[output], dynamic_axes=dynamic)
         except Exception as e:
             raise ModelError(f"ONNX export of output {output!r} failed: {type(e).__name__}: {e}") from None

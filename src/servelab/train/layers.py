@@ -15,6 +15,8 @@ Types are looked up in :data:`LAYERS`, a registry that users extend with :func:`
         class Options(LayerOptions):
             factor: float = 2.0
 
+        options: Options
+
         def forward(self, x):
             return x * self.options.factor
 
@@ -24,6 +26,7 @@ its consumers list those in ``srclayers``.
 
 from __future__ import annotations
 
+import builtins
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -75,11 +78,16 @@ class Layer(nn.Module):
     """Base class of every layer type. Subclasses set ``Options`` and override
     :meth:`setup` (create parameters from example inputs) and :meth:`forward`."""
 
-    type: ClassVar[str] = "layer"  # set by register_layer; shadows nn.Module.type() on purpose
-    Options: ClassVar[type[LayerOptions]] = LayerOptions
+    # SINGA's layer type name, set by register_layer; shadows nn.Module.type() on purpose.
+    type: ClassVar[str] = "layer"  # type: ignore[assignment]
+    # In this class body ``type`` is the attribute above, so the builtin is spelled out.
+    Options: ClassVar[builtins.type[LayerOptions]] = LayerOptions
     role: ClassVar[LayerRole] = "neuron"
     min_sources: ClassVar[int] = 1
     max_sources: ClassVar[int | None] = 1
+    # An instance of ``Options``; each subclass that defines its own Options re-declares this
+    # as ``options: Options`` so the checker sees that type's fields.
+    options: LayerOptions
 
     def __init__(
         self,
@@ -137,7 +145,9 @@ class Layer(nn.Module):
     def setup(self, inputs: list[torch.Tensor]) -> None:
         """Create parameters for these example inputs (a batch of 2). Default: none."""
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    # Each layer type takes its own sources (one tensor, two, or any number) and returns one tensor
+    # or a tuple of them (``num_outputs``); the base signature is loose so subclasses may narrow it.
+    def forward(self, *inputs: Any, **kwargs: Any) -> Any:
         raise NotImplementedError
 
     # -- helpers ------------------------------------------------------------------------------
@@ -209,6 +219,8 @@ class Input(Layer):
         source: str | None = Field(None, description="key of the batch dict (default: the layer name)")
         sequence: bool = Field(False, description="the first per-sample axis is time (BPTT windows, ONNX dynamic)")
 
+    options: Options
+
     @property
     def source(self) -> str:
         return self.options.source or self.name
@@ -235,6 +247,8 @@ class Convolution(Layer):
         groups: int = 1
         bias: bool = True
 
+    options: Options
+
     def setup(self, inputs: list[torch.Tensor]) -> None:
         _rank(self, inputs[0], (4,), "(batch, channels, height, width)")
         o = self.options
@@ -256,6 +270,8 @@ class Pooling(Layer):
         stride: int | list[int] | None = None
         pad: int | list[int] = 0
         global_pool: bool = False
+
+    options: Options
 
     def setup(self, inputs: list[torch.Tensor]) -> None:
         _rank(self, inputs[0], (4,), "(batch, channels, height, width)")
@@ -280,6 +296,8 @@ class InnerProduct(Layer):
         num_output: int = Field(gt=0)
         bias: bool = True
         axis: int = Field(1, ge=1)
+
+    options: Options
 
     def setup(self, inputs: list[torch.Tensor]) -> None:
         x = inputs[0]
@@ -310,13 +328,15 @@ class Activation(Layer):
     class Options(LayerOptions):
         mode: ActivationMode = "relu"
 
+    options: Options
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._fn = _ACTIVATIONS[self.mode]
 
     @property
     def mode(self) -> str:
-        return self.options.mode  # type: ignore[attr-defined]
+        return self.options.mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._fn(x)
@@ -324,7 +344,9 @@ class Activation(Layer):
 
 def _fixed_activation(mode: str, class_name: str) -> type[Activation]:
     class Fixed(Activation):
-        Options: ClassVar[type[LayerOptions]] = LayerOptions
+        # No options: the mode is fixed. Replacing Activation's Options model by the empty one is
+        # intentional (this class overrides ``mode``, so it never reads ``options.mode``).
+        Options: ClassVar[type[LayerOptions]] = LayerOptions  # type: ignore[assignment]
 
         @property
         def mode(self) -> str:
@@ -345,6 +367,8 @@ class Dropout(Layer):
     class Options(LayerOptions):
         ratio: float = Field(0.5, ge=0.0, lt=1.0)
 
+    options: Options
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.dropout(x, self.options.ratio, self.training)
 
@@ -357,6 +381,8 @@ class BatchNorm(Layer):
         momentum: float = 0.1
         eps: float = 1e-5
         affine: bool = True
+
+    options: Options
 
     def setup(self, inputs: list[torch.Tensor]) -> None:
         x = inputs[0]
@@ -394,6 +420,8 @@ class LRN(Layer):
         beta: float = Field(0.75, ge=0)
         knorm: float = Field(1.0, gt=0)
 
+    options: Options
+
     def setup(self, inputs: list[torch.Tensor]) -> None:
         _rank(self, inputs[0], (3, 4), "(batch, channels, length) or (batch, channels, height, width)")
         if self.options.local_size % 2 == 0:
@@ -416,6 +444,8 @@ class Embedding(Layer):
         dim: int = Field(gt=0)
         padding_idx: int | None = None
 
+    options: Options
+
     def setup(self, inputs: list[torch.Tensor]) -> None:
         if inputs[0].dtype != torch.int64:
             raise ConfigError(f"layer {self.name!r} (embedding) needs int64 token ids; its source gives "
@@ -427,7 +457,7 @@ class Embedding(Layer):
         return self.embed(x)
 
 
-_RNNS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+_RNNS: dict[str, Callable[..., nn.RNNBase]] = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 
 
 @register_layer("rnn")
@@ -446,6 +476,8 @@ class RNN(Layer):
         bidirectional: bool = False
         dropout: float = Field(0.0, ge=0.0, lt=1.0)
         output: Literal["sequence", "last"] = "sequence"
+
+    options: Options
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -490,6 +522,8 @@ class Concat(Layer):
     class Options(LayerOptions):
         axis: int = Field(1, ge=1)
 
+    options: Options
+
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
         return torch.cat(xs, dim=self.options.axis)
 
@@ -504,9 +538,11 @@ class Split(Layer):
     class Options(LayerOptions):
         num_splits: int = Field(2, ge=1)
 
+    options: Options
+
     @property
     def num_outputs(self) -> int:
-        return self.options.num_splits  # type: ignore[attr-defined]
+        return self.options.num_splits
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return (x,) * self.options.num_splits
@@ -524,6 +560,8 @@ class Slice(Layer):
         slice_points: list[int] | None = None
         num_slices: int | None = Field(None, ge=2)
 
+    options: Options
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         o = self.options
@@ -536,7 +574,10 @@ class Slice(Layer):
     @property
     def num_outputs(self) -> int:
         o = self.options
-        return len(o.slice_points) + 1 if o.slice_points is not None else o.num_slices  # type: ignore[attr-defined]
+        if o.slice_points is not None:
+            return len(o.slice_points) + 1
+        assert o.num_slices is not None  # __init__ checked that exactly one of the two is given
+        return o.num_slices
 
     def setup(self, inputs: list[torch.Tensor]) -> None:
         x, o = inputs[0], self.options
@@ -549,6 +590,7 @@ class Slice(Layer):
                                   f"not divisible into {o.num_slices} slices")
             self._sizes = [size // o.num_slices] * o.num_slices
         else:
+            assert o.slice_points is not None  # __init__ checked that exactly one of the two is given
             bounds = [0, *o.slice_points, size]
             if bounds[-2] >= size:
                 raise ConfigError(f"layer {self.name!r} (slice): slice point {bounds[-2]} is past the end of "
@@ -566,6 +608,8 @@ class Flatten(Layer):
     class Options(LayerOptions):
         axis: int = Field(1, ge=1)
 
+    options: Options
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.flatten(self.options.axis)
 
@@ -576,6 +620,8 @@ class Reshape(Layer):
 
     class Options(LayerOptions):
         shape: list[int] = Field(description="per-sample shape; one entry may be -1")
+
+    options: Options
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.reshape(x.shape[0], *self.options.shape)
@@ -601,6 +647,8 @@ class Softmax(Layer):
 
     class Options(LayerOptions):
         axis: int = -1
+
+    options: Options
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(x, dim=self.options.axis)
@@ -638,6 +686,8 @@ class SoftmaxLoss(_LabelledLayer):
         label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
         loss_weight: float = 1.0
 
+    options: Options
+
     def forward(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         o = self.options
         return F.cross_entropy(_class_last_to_second(logits), label, ignore_index=o.ignore_index,
@@ -655,6 +705,8 @@ class EuclideanLoss(Layer):
     class Options(LayerOptions):
         loss_weight: float = 1.0
 
+    options: Options
+
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.mse_loss(x, y)
 
@@ -668,6 +720,8 @@ class Accuracy(_LabelledLayer):
     class Options(LayerOptions):
         top_k: int = Field(1, ge=1)
         ignore_index: int = IGNORE_INDEX
+
+    options: Options
 
     def forward(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -696,6 +750,8 @@ class OnnxModel(Layer):
     class Options(LayerOptions):
         path: str = Field(description="the .onnx file")
         output: int = Field(0, ge=0, description="which of the model's outputs this layer returns")
+
+    options: Options
 
     def setup(self, inputs: list[torch.Tensor]) -> None:
         from pathlib import Path

@@ -242,7 +242,7 @@ class Net(nn.Module):
                 continue
             active.add(layer.name)
             is_input = isinstance(layer, Input)
-            sources = (layer.source,) if is_input else tuple(layer.srclayers)  # type: ignore[attr-defined]
+            sources = (layer.source,) if isinstance(layer, Input) else tuple(layer.srclayers)
             steps.append(_Step(layer, sources, tuple(layer.output_names()), is_input))
         return steps
 
@@ -275,7 +275,7 @@ class Net(nn.Module):
     @property
     def sequence_inputs(self) -> list[str]:
         """Batch keys whose axis 1 is time (input layers with ``sequence: true``)."""
-        return [la.source for la in self.input_layers if la.options.sequence]  # type: ignore[attr-defined]
+        return [la.source for la in self.input_layers if la.options.sequence]
 
     @property
     def metric_names(self) -> list[str]:
@@ -326,13 +326,15 @@ class Net(nn.Module):
     def carry_state(self, enabled: bool) -> None:
         """Switch state carrying on or off (and clear the state) in every recurrent layer."""
         for la in self.layers:
-            if hasattr(la, "carry_state"):
-                la.carry_state(enabled)
+            carry = getattr(la, "carry_state", None)  # any layer type may be recurrent, not only RNN
+            if carry is not None:
+                carry(enabled)
 
     def reset_state(self) -> None:
         for la in self.layers:
-            if hasattr(la, "reset_state"):
-                la.reset_state()
+            reset = getattr(la, "reset_state", None)
+            if reset is not None:
+                reset()
 
     # -- serving -------------------------------------------------------------------------------
     def inference_module(self, output: str) -> InferenceNet:

@@ -49,6 +49,8 @@ class RBM(Layer):
             "binary", description="binary: inputs in [0, 1] read as probabilities; gaussian: unit-variance reals")
         init_std: float = Field(0.01, gt=0, description="weights drawn N(0, init_std^2), as Hinton's guide advises")
 
+    options: Options
+
     def setup(self, inputs: list[torch.Tensor]) -> None:
         x = inputs[0]
         if x.dim() < 2 or not x.is_floating_point():
@@ -138,6 +140,8 @@ class ContrastiveDivergence(_BoundToRBM):
         cd_k: int = Field(1, ge=1, description="Gibbs steps per update (CD-k)")
         loss_weight: float = 1.0
 
+    options: Options
+
     def forward(self, v: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         if not self.training:  # a deterministic figure for the test phase
             return self.rbm.reconstruction_error(v)
@@ -163,6 +167,8 @@ class RBMDecode(_BoundToRBM):
 
     class Options(LayerOptions):
         rbm: str = Field(description="the rbm layer whose weights decode")
+
+    options: Options
 
     def _rbm_name(self) -> str:
         return self.options.rbm

@@ -180,14 +180,14 @@ def check_batch(net: Net, batch: Mapping[str, torch.Tensor]) -> None:
             raise ConfigError(f"input layer {layer.name!r} reads {key!r} but the data gives {', '.join(batch)}; "
                               "set source: on the input layer")
         t = batch[key]
-        want = list(layer.options.shape)  # type: ignore[attr-defined]
+        want = list(layer.options.shape)
         got = list(t.shape[1:])
-        if layer.options.sequence and len(got) == len(want) and got[1:] == want[1:]:  # type: ignore[attr-defined]
+        if layer.options.sequence and len(got) == len(want) and got[1:] == want[1:]:
             got[0] = want[0]  # any length along time
         if got != want:
             raise ConfigError(f"input layer {layer.name!r} declares shape {want} but the data gives "
                               f"{list(t.shape[1:])} per sample")
-        kind = "int64" if layer.options.dtype == "int64" else "float32"  # type: ignore[attr-defined]
+        kind = "int64" if layer.options.dtype == "int64" else "float32"
         if str(t.dtype).removeprefix("torch.") != kind:
             raise ConfigError(f"input layer {layer.name!r} declares dtype {kind} but the data gives "
                               f"{str(t.dtype).removeprefix('torch.')}")
@@ -349,8 +349,8 @@ def train_local(job: JobConfig, *, out_dir: Path, progress: bool = True, resume:
                 now = time.perf_counter()
                 n = sum(s.samples for s in window)
                 train_loss = sum(s.loss * s.samples for s in window) / n
-                accs = [s for s in window if s.accuracy is not None]
-                acc = sum(s.accuracy * s.samples for s in accs) / sum(s.samples for s in accs) if accs else None  # type: ignore[misc]
+                accs = [(s.accuracy, s.samples) for s in window if s.accuracy is not None]
+                acc = sum(a * k for a, k in accs) / sum(k for _, k in accs) if accs else None
                 rate = n / max(now - t_window, 1e-9)
                 extra = {k: sum(s.metrics[k] * s.samples for s in window) / n for k in window[-1].metrics}
                 emit({"phase": "train", "step": step, "loss": train_loss, "accuracy": acc, **extra,

@@ -106,7 +106,7 @@ def make_optimizer(params: Iterable[Any], updater_cfg: UpdaterConfig) -> torch.o
     items = list(params)
     if not items:
         raise ConfigError("updater: the net has no trainable parameters")
-    raw = items if isinstance(items[0], dict) else [{"params": items}]
+    raw: list[dict[str, Any]] = items if isinstance(items[0], dict) else [{"params": items}]
     base, wd = updater_cfg.learning_rate.base, updater_cfg.weight_decay
     groups = []
     for g in raw:

@@ -131,9 +131,10 @@ def optimizer_for(spec: TrainSpec, model: torch.nn.Module,
     """
     own = list(model.named_parameters())
     subset = own if subset is None else subset
-    if not hasattr(model, "param_groups"):
+    param_groups = getattr(model, "param_groups", None)
+    if param_groups is None:
         return spec.make_optimizer([p for _, p in subset])
-    options = {id(p): {k: v for k, v in g.items() if k != "params"} for g in model.param_groups() for p in g["params"]}
+    options = {id(p): {k: v for k, v in g.items() if k != "params"} for g in param_groups() for p in g["params"]}
     by_name = {n: tuple(sorted(options.get(id(p), {}).items())) for n, p in own}
     groups: dict[tuple, list[torch.nn.Parameter]] = {}
     for name, p in subset:

@@ -124,7 +124,9 @@ def apply_model_parallel(model: nn.Module, names: tuple[str, ...], *, group: Any
             setattr(linear, attr, shard)
             sharded.append(".".join(x for x in (name, sub, attr) if x))
         setattr(linear, width_attr, width // hooks.size)
-        linear.servelab_feature_parallel = hooks  # what full_state_dict gathers
+        # what full_state_dict gathers; torch types Module.__setattr__ for tensors and modules only,
+        # but a plain object is stored as an ordinary attribute
+        linear.servelab_feature_parallel = hooks  # type: ignore[assignment]
         layer.register_forward_pre_hook(hooks.before)
         layer.register_forward_hook(hooks.after)
     return sharded

@@ -232,9 +232,14 @@ class _ReplicaSync:
         self.syncs += 1
 
 
-def _send_each(messages: dict[int, torch.Tensor]) -> None:
-    for req in [dist.isend(t, dst=r) for r, t in messages.items()]:
+def _wait_all(requests: Sequence[dist.Work | None]) -> None:
+    for req in requests:
+        assert req is not None  # None only for a rank outside the group; these use the default (world) group
         req.wait()
+
+
+def _send_each(messages: dict[int, torch.Tensor]) -> None:
+    _wait_all([dist.isend(t, dst=r) for r, t in messages.items()])
 
 
 # ---- workers ------------------------------------------------------------------------------------
@@ -262,8 +267,7 @@ class _Replica:
         bufs = [torch.zeros(header + _numel(s)) for s in self.slices]
         recvs = [dist.irecv(b, src=s) for b, s in zip(bufs, self.servers, strict=True)]
         sends = [dist.isend(p, dst=s) for p, s in zip(pushes, self.servers, strict=True)] if pushes else []
-        for req in sends + recvs:
-            req.wait()
+        _wait_all(sends + recvs)
         for b, params in zip(bufs, self.slices, strict=True):
             _unflat(b[header:], params)
         return [b[:header] for b in bufs]

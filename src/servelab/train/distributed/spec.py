@@ -15,7 +15,7 @@ import functools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     import torch
@@ -56,7 +56,7 @@ class TrainSpec:
     """
 
     make_model: Callable[[], nn.Module]
-    make_optimizer: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
+    make_optimizer: Callable[[Iterable[Any]], torch.optim.Optimizer]  # parameters, or group dicts (above)
     make_data: Callable[[int, int], Iterable[Batch]]
     steps: int
     seed: int = 0
@@ -142,10 +142,12 @@ def _job_data(shard: int, num_shards: int, *, job: JobConfig) -> Iterator[Batch]
 def _job_accuracy(net: nn.Module, *, job: JobConfig) -> float:
     """Test-split accuracy (the net's accuracy layer), else minus the test loss: higher is better either way."""
     from servelab.train.data import make_data
+    from servelab.train.net import Net
     from servelab.train.trainer import evaluate
 
     device = next(net.parameters()).device
-    r = evaluate(net, make_data(job, "test"), max_batches=job.test_steps, device=device)
+    # TrainSpec types models as nn.Module; a job's model is always the Net that _job_model builds
+    r = evaluate(cast(Net, net), make_data(job, "test"), max_batches=job.test_steps, device=device)
     return float(r["accuracy"]) if r.get("accuracy") is not None else -float(r["loss"])
 
 
