@@ -36,7 +36,7 @@ def breakeven_cmd(
 ) -> None:
     """Cost per 1M requests vs average rate for serverless, server and managed, and where they cross."""
     from servelab.analysis.breakeven import break_even, figure_png, offerings_from_profile
-    from servelab.analysis.cost_cli import _catalog
+    from servelab.analysis.prices_option import load_cli_catalog as _catalog
     from servelab.errors import ConfigError
     from servelab.sim.profile import load_profile
 

@@ -9,17 +9,16 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
-import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from servelab.analysis.prices_option import PRICES_HELP, load_cli_catalog
 from servelab.errors import ConfigError
-
-PRICES_ENV = "SERVELAB_PRICES"
 
 app = typer.Typer(
     help="Price runs with a dated, versioned price catalog (AWS Lambda, GCF, SageMaker, Vertex, EC2, GCE).",
@@ -29,17 +28,13 @@ app = typer.Typer(
 _AS_OF_OPT = typer.Option(None, "--as-of", metavar="DATE|study",
                           help="Apply the billing rules of this date (YYYY-MM-DD; 'study' = the study's era, "
                                "when AWS did not bill init). Default: the catalog's date.")
-_PRICES_OPT = typer.Option(None, "--prices", help="Extra price YAML file laid over the shipped catalog "
-                           f"(repeatable; after ${PRICES_ENV}).")
+_PRICES_OPT = typer.Option(None, "--prices", help=PRICES_HELP)
 _ENTRY_OPT = typer.Option(..., "--entry", "-e",
                           help="Catalog entry id (repeat to compare entries side by side).")
 
 
-def _catalog(prices: list[Path] | None):
-    from servelab.billing.catalog import load_catalog
-
-    env = [p for p in os.environ.get(PRICES_ENV, "").split(os.pathsep) if p]
-    return load_catalog(*env, *(prices or []))
+def _catalog(prices: list[Path] | None) -> Any:
+    return load_cli_catalog(prices)
 
 
 def _usd(x: float | None) -> str:

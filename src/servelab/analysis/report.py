@@ -48,6 +48,7 @@ import numpy as np
 import pyarrow as pa
 
 from servelab.analysis.metrics import INIT_PARTS, RunSummary, column, load_run, mask, summarize_run
+from servelab.analysis.run_keys import AXES, NOT_CONFIGURATION, SCENARIO_KEYS
 from servelab.analysis.stats import GroupIntervals, RunSample, group_intervals
 from servelab.errors import ConfigError, ServelabError
 
@@ -67,19 +68,6 @@ DEFAULT_MAX_BINS = 600
 CDF_PROBS: np.ndarray = np.unique(np.concatenate([np.linspace(0.0, 1.0, 1001),
                                                   1.0 - np.logspace(-5, -1, 161)]))
 
-# Config keys that name the design-space axes, in the order a configuration label shows them.
-AXES: tuple[str, ...] = ("target", "model", "runtime", "memory_mb", "batch_size", "provisioned", "workload")
-# Keys that differ between repetitions of one configuration, or describe the machine: never
-# part of what makes a configuration. (run.json's config has requests/schedule_end_s, which
-# change with the seed.)
-NOT_CONFIGURATION: frozenset[str] = frozenset({
-    "repetition", "seed", "run_id", "index", "estimate_s", "skip_reason", "machine", "versions",
-    "requests", "schedule_end_s", "started_at", "out_dir", "model_path", "experiment",
-})
-# Keys that make a *scenario*: configurations that share them faced the same load (the same
-# arrivals, the same model), so their costs and latencies can be compared and a Pareto front is
-# drawn among them; across scenarios (a calm load vs a bursty one) a front would mislead.
-SCENARIO_KEYS: tuple[str, ...] = ("workload", "workload_spec", "model", "duration_s")
 PARTIAL_ATTEMPT = re.compile(r"\.partial-\d+$")  # runs/<run_id>.partial-N: moved aside by the executor
 _LABEL_FORMATS: dict[str, str] = {"memory_mb": "{} MB", "batch_size": "batch {}", "provisioned": "prov {}"}
 _CONFIG_SECTIONS = ("machine", "versions")

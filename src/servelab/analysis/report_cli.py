@@ -8,14 +8,13 @@ then ``--prices`` files laid over it.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
-from servelab.analysis.cost_cli import PRICES_ENV
+from servelab.analysis.prices_option import PRICES_ENV
 
 
 def report(
@@ -42,11 +41,10 @@ def report(
     summary.md, and print the summary. Figures: latency CDFs per configuration; latency, instances
     and arrival rate over time per run; cost per 1M requests vs p95 with the Pareto front;
     cold-start time by part. Statistics use every record; figures are drawn from summaries."""
+    from servelab.analysis.prices_option import extra_price_files, load_cli_catalog
     from servelab.analysis.report import write_report
-    from servelab.billing.catalog import load_catalog
 
-    env = [p for p in os.environ.get(PRICES_ENV, "").split(os.pathsep) if p]
-    catalog = load_catalog(*env, *(prices or [])) if (env or prices) else None
+    catalog = load_cli_catalog(prices) if extra_price_files(prices) else None
     console = Console(stderr=True)
     with console.status("reading runs and drawing figures…"):
         files = write_report(directory, out_dir=out, catalog=catalog, price_entry=price_entry,

@@ -312,7 +312,7 @@ def _configs(exp: Experiment) -> str:
     """Each configuration in full (less what differs between its repetitions), folded."""
     import json
 
-    from servelab.analysis.report import NOT_CONFIGURATION
+    from servelab.analysis.run_keys import NOT_CONFIGURATION
 
     out = []
     for g in exp.groups:

@@ -26,16 +26,16 @@ from typing import Any
 import numpy as np
 
 from servelab.errors import ServelabError
-from servelab.loadgen.live import LiveStats, ProgressDisplay
-from servelab.loadgen.runner import (
+from servelab.loadgen.driver import (
+    Outcome,
     RunLog,
     RunResult,
     TargetFactory,
-    _drive,
-    _Outcome,
-    _result,
+    drive,
     issuing_process,
+    make_result,
 )
+from servelab.loadgen.live import LiveStats, ProgressDisplay
 
 READY_TIMEOUT_S = 120.0
 START_LEAD_S = 0.05  # between "go" and the first scheduled time, so every child is waiting
@@ -48,7 +48,7 @@ def _child(i: int, target_factory: TargetFactory, times: np.ndarray, indices: np
     ready_q.put(i)
     go.wait()
 
-    async def main() -> _Outcome:
+    async def main() -> Outcome:
         stop = asyncio.Event()
         stats = LiveStats() if stats_q is not None else None
 
@@ -60,7 +60,7 @@ def _child(i: int, target_factory: TargetFactory, times: np.ndarray, indices: np
                 if d.sent or d.done:
                     stats_q.put(d)
 
-        out = await _drive(target_factory, times, indices, payloads, out_dir=out_dir, run_id=run_id,
+        out = await drive(target_factory, times, indices, payloads, out_dir=out_dir, run_id=run_id,
                            start_mono=start_value.value, writer_prefix=f"p{i}-", stop=stop,
                            stats=stats, tick=tick, **opts)
         tick()  # the last counts, so the parent's progress bar ends at the true total
@@ -97,7 +97,7 @@ def run_processes(target_factory: TargetFactory, times: np.ndarray, payloads: Se
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGINT, lambda *_: stop_evt.set())
     t0 = time.monotonic()
-    outs: dict[int, _Outcome] = {}
+    outs: dict[int, Outcome] = {}
     errors: list[str] = []
     display: ProgressDisplay | None = None
     try:
@@ -135,7 +135,7 @@ def run_processes(target_factory: TargetFactory, times: np.ndarray, payloads: Se
                 c.kill()
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
-    result = _result(run_id, out_dir, times.size, list(outs.values()), time.monotonic() - t0,
+    result = make_result(run_id, out_dir, times.size, list(outs.values()), time.monotonic() - t0,
                      failed=bool(errors))
     log.finish(result)
     if errors:
