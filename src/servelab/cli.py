@@ -21,6 +21,7 @@ from servelab.analysis.report_cli import register as register_report
 from servelab.bench.cli import register as register_bench
 from servelab.cloud.cli import register as register_cloud
 from servelab.errors import ServelabError
+from servelab.extras import missing_extra_message
 from servelab.loadgen.cli import app as loadgen_app
 from servelab.models.cli import app as models_app
 from servelab.platform.cli import register as register_platform
@@ -71,7 +72,13 @@ def main() -> None:
     try:
         app()
     except ServelabError as e:
-        err.print(f"[bold red]error:[/] {escape(str(e))}")  # messages hold paths and [brackets]
+        err.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)  # messages hold paths, [brackets]
+        sys.exit(2)
+    except ModuleNotFoundError as e:
+        hint = missing_extra_message(e)
+        if hint is None:
+            raise
+        err.print(f"[bold red]error:[/] {escape(hint)}", soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]")

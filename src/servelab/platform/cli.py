@@ -270,11 +270,13 @@ def invoke(
     _, headers, out = client.invoke(name, body, log=log)
     text = out.decode(errors="replace")
     console.print(text if len(text) < 2000 else text[:2000] + f"… ({len(text)} bytes)", markup=False)
-    if headers.get("X-Amz-Function-Error"):
-        console.print(f"[red]function error: {headers['X-Amz-Function-Error']}[/]")
     if log and headers.get("X-Amz-Log-Result"):
         console.print(base64.b64decode(headers["X-Amz-Log-Result"]).decode().strip().splitlines()[-1],
                       markup=False)
+    if headers.get("X-Amz-Function-Error"):
+        # the HTTP call succeeded but the function did not: scripts must see that in the exit code
+        console.print(f"[red]function error: {headers['X-Amz-Function-Error']}[/]")
+        raise typer.Exit(1)
 
 
 @functions_app.command("ls")
