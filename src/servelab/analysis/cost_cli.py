@@ -19,6 +19,7 @@ from rich.table import Table
 
 from servelab.analysis.prices_option import PRICES_HELP, load_cli_catalog
 from servelab.errors import ConfigError
+from servelab.tables import print_table
 
 app = typer.Typer(
     help="Price runs with a dated, versioned price catalog (AWS Lambda, GCF, SageMaker, Vertex, EC2, GCE).",
@@ -119,7 +120,7 @@ def _emit(breakdowns, as_json: bool, as_csv: bool) -> None:
                       _usd(b.provisioned_usd), _usd(b.instance_usd), _usd(b.total_usd),
                       _usd(b.per_million_usd))
     console = Console()
-    console.print(table)
+    print_table(table, console=console)
     for b in breakdowns:
         console.print(f"[bold]{b.entry_id}[/]")
         for note in b.notes:

@@ -325,6 +325,10 @@ class Executor:
         write_json(rd / "config.json", {**base, "model_path": str(path)})  # even if the deploy fails
         endpoint: Endpoint = target.prepare(run, path)
         write_json(rd / "config.json", {**base, "model_path": str(path), "target": endpoint.info})
+        if not self.console.is_terminal:
+            # no live progress bar off a terminal (CI logs, `| tee`): one line as each run starts
+            self._say(progress, f"run {run.index + 1}/{len(self.plan.runs)} {run.run_id}: started, "
+                                f"{run.duration_s:g} s of load (est. {run.estimate_s:.0f} s)")
         task = progress.add_task(f"{run.run_id}", total=run.duration_s)
         stop = threading.Event()
 
