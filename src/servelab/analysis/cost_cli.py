@@ -93,7 +93,7 @@ def catalog_cmd(
     for e in entries:
         table.add_row(e.id, e.model, _price_summary(e), cat.origin(e.id).date,
                       "yes" if e.confirmed else "[yellow]NO[/]")
-    Console().print(table)
+    print_table(table)
 
 
 def _emit(breakdowns, as_json: bool, as_csv: bool) -> None:
@@ -124,7 +124,7 @@ def _emit(breakdowns, as_json: bool, as_csv: bool) -> None:
     for b in breakdowns:
         console.print(f"[bold]{b.entry_id}[/]")
         for note in b.notes:
-            console.print(f"  - {note}", markup=False, highlight=False)
+            console.print(f"  - {note}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _date(value: str | None) -> dt.date | None:
