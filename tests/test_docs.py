@@ -11,7 +11,8 @@ working fails the build. The convention is described in docs/contributing-docs.m
 - Words after the mode name fixtures: ``platform`` (a real platform on a loopback port, in
   ``$SERVELAB_PLATFORM``), ``mobilenetv2`` (MobileNetV2 built from code into
   ``models/mobilenetv2.onnx`` and pushed to the platform's store as ``mobilenetv2``, as the
-  README's tour does), ``needs=MODULE[,MODULE]`` (skip when a package is not installed).
+  README's tour does), ``repo`` (run in the repository's root instead, for blocks that run a
+  file the repository ships), ``needs=MODULE[,MODULE]`` (skip when a package is not installed).
 
 The blocks of one file share one working directory and run in order, like a reader would.
 """
@@ -32,7 +33,7 @@ from platform_harness import RunningPlatform
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-MARKED = re.compile(r"<!--\s*test:\s*(?P<mode>run|output)(?P<opts>[^>]*?)\s*-->\s*\n\s*"
+MARKED = re.compile(r"^<!--\s*test:\s*(?P<mode>run|output)(?P<opts>[^>]*?)\s*-->\s*\n\s*"
                     r"```(?P<lang>[\w-]*)\n(?P<body>.*?)^```", re.S | re.M)
 DIGEST = re.compile(r"\b[0-9a-f]{64}\b")
 BLOCK_TIMEOUT_S = 300
@@ -103,10 +104,10 @@ def doc_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[Path, Path]:
     return {doc: tmp_path_factory.mktemp(doc.stem) for doc in DOCS}
 
 
-def _env(cwd: Path, home: Path, platform_url: str | None) -> dict[str, str]:
+def _env(workdir: Path, home: Path, platform_url: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SERVELAB_", "AWS_"))}
     env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-               PYTHONPATH=str(ROOT / "src"), SERVELAB_HOME=str(home), COLUMNS="80", HOME=str(cwd))
+               PYTHONPATH=str(ROOT / "src"), SERVELAB_HOME=str(home), COLUMNS="80", HOME=str(workdir))
     if platform_url:
         env["SERVELAB_PLATFORM"] = platform_url
     return env
@@ -136,10 +137,12 @@ def test_doc_block(block: Block, doc_dirs: dict[Path, Path], request: pytest.Fix
             for module in opt.removeprefix("needs=").split(","):
                 if importlib.util.find_spec(module) is None:
                     pytest.skip(f"needs {module}")
-    cwd = doc_dirs[block.doc]
+    workdir = doc_dirs[block.doc]
+    cwd = ROOT if "repo" in block.options else workdir
     uses_platform = "platform" in block.options or "mobilenetv2" in block.options
     platform = request.getfixturevalue("doc_platform") if uses_platform else None
-    env = _env(cwd, platform.home if platform else cwd / "servelab-home", platform.url if platform else None)
+    env = _env(workdir, platform.home if platform else workdir / "servelab-home",
+               platform.url if platform else None)
     if "mobilenetv2" in block.options:
         _mobilenetv2(cwd, env)
 
