@@ -181,15 +181,16 @@ def regenerate(doc: Path) -> int:
     text = doc.read_text()
     changed = 0
     for block in reversed([b for b in collect([doc]) if b.mode == "output" and b.lang == "console"
-                           and not b.options]):
+                           and set(b.options) <= {"repo"}]):
         commands, _ = console_commands(block.body)
-        cwd = ROOT / ".doc-run" / doc.stem
-        cwd.mkdir(parents=True, exist_ok=True)
+        workdir = ROOT / ".doc-run" / doc.stem
+        workdir.mkdir(parents=True, exist_ok=True)
         out = []
         for command in commands:  # one by one, so each command's output follows it
-            proc = subprocess.run(["bash", "-c", "set -eo pipefail\n" + command], cwd=cwd,
-                                  env=_env(cwd, cwd / "servelab-home", None), capture_output=True, text=True,
-                                  timeout=BLOCK_TIMEOUT_S, check=True)
+            proc = subprocess.run(["bash", "-c", "set -eo pipefail\n" + command],
+                                  cwd=ROOT if "repo" in block.options else workdir,
+                                  env=_env(workdir, workdir / "servelab-home", None), capture_output=True,
+                                  text=True, timeout=BLOCK_TIMEOUT_S, check=True)
             out += ["$ " + command, *(line.rstrip() for line in proc.stdout.splitlines())]
         start = sum(len(line) + 1 for line in text.splitlines()[: block.line - 1])
         body = "\n".join(out) + "\n"

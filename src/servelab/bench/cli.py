@@ -30,22 +30,37 @@ def _v(x: object) -> str:
     return "-" if x is None else str(x)
 
 
-def plan_table(plan, done: set[str] | None = None) -> Table:
-    """The plan as a rich table: one row per run, skipped runs with their reason."""
-    t = Table(title=f"experiment {plan.experiment.name}: {len(plan.runs)} runs", show_lines=False)
-    for col in ("#", "run id", "target", "model", "runtime", "memory MB", "batch", "prov", "workload", "rep",
-                "seed", "duration s", "est. s", "status"):
-        t.add_column(col, justify="right" if col in ("#", "memory MB", "batch", "prov", "rep", "seed",
-                                                     "duration s", "est. s") else "left", overflow="fold")
+PLAN_COLUMNS = ("#", "run id", "target", "model", "runtime", "memory MB", "batch", "prov", "workload", "rep",
+                "seed", "duration s", "est. s", "status")
+_PLAN_RIGHT = {"#", "memory MB", "batch", "prov", "rep", "seed", "duration s", "est. s"}
+_PLAN_KEYS = {"#", "run id", "target", "est. s", "status"}  # always shown
+
+
+def plan_table(plan, done: set[str] | None = None, *, compact: bool = True) -> Table:
+    """The plan as a rich table: one row per run, skipped runs with their reason. ``compact``
+    moves the settings every run shares out of the table into its title, so it fits 80 columns."""
     reasons: list[str] = []
+    rows = []
     for r in plan.runs:
         if r.skip_reason and r.skip_reason not in reasons:
             reasons.append(r.skip_reason)
         status = (f"[yellow]skipped ({reasons.index(r.skip_reason) + 1})[/]" if r.skip_reason
                   else "[green]DONE[/]" if done and r.run_id in done else "")
-        t.add_row(str(r.index), r.run_id, r.target, r.model, _v(r.runtime), _v(r.memory_mb), _v(r.batch_size),
-                  _v(r.provisioned), r.workload, str(r.repetition), str(r.seed), f"{r.duration_s:g}",
-                  f"{r.estimate_s:.0f}", status)
+        rows.append((str(r.index), r.run_id, r.target, r.model, _v(r.runtime), _v(r.memory_mb), _v(r.batch_size),
+                     _v(r.provisioned), r.workload, str(r.repetition), str(r.seed), f"{r.duration_s:g}",
+                     f"{r.estimate_s:.0f}", status))
+    keep = list(range(len(PLAN_COLUMNS)))
+    title = f"experiment {plan.experiment.name}: {len(plan.runs)} runs"
+    if compact and len(rows) > 1:
+        same = [i for i, col in enumerate(PLAN_COLUMNS) if col not in _PLAN_KEYS and len({row[i] for row in rows}) == 1]
+        keep = [i for i in keep if i not in same]
+        if same:
+            title += "; every run: " + ", ".join(f"{PLAN_COLUMNS[i]} {rows[0][i]}" for i in same)
+    t = Table(title=title, show_lines=False)
+    for i in keep:
+        t.add_column(PLAN_COLUMNS[i], justify="right" if PLAN_COLUMNS[i] in _PLAN_RIGHT else "left")
+    for row in rows:
+        t.add_row(*(row[i] for i in keep))
     if reasons:
         t.caption = "\n".join(f"skipped ({i}): {why}" for i, why in enumerate(reasons, 1))
         t.caption_justify = "left"
@@ -88,7 +103,7 @@ def plan_cmd(
         return
     done = _done_in(out)
     if as_csv:
-        print_table(plan_table(plan, done), "csv")
+        print_table(plan_table(plan, done, compact=False), "csv")
         return
     print_table(plan_table(plan, done), console=console, keys=2)
     console.print(plan_footer(plan, done))
