@@ -17,6 +17,12 @@ from servelab.tables import output_format, print_table
 
 console = Console()
 
+# shared by run, demo, profile and recommend --verify
+PLATFORM_OPT = typer.Option(None, "--platform", help="Use this running platform (e.g. http://127.0.0.1:8080, "
+                            "from `servelab platform up`) instead of starting one.")
+PORT_OPT = typer.Option(None, "--port", help="Port of the platform this command starts on loopback "
+                        "(default: a free one).")
+
 app = typer.Typer(help="Experiments: plan and run a grid of configurations against targets.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 
@@ -152,6 +158,8 @@ def run_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the results (DIR/summary.json lines) as JSON; "
                                  "progress goes to stderr."),
     as_csv: bool = typer.Option(False, "--csv", help="Print the results table as CSV; progress goes to stderr."),
+    platform: str = PLATFORM_OPT,
+    port: int = PORT_OPT,
 ) -> None:
     """Run an experiment: every planned run, resumable (finished runs are never redone)."""
     from servelab.analysis import thresholds as th
@@ -166,7 +174,8 @@ def run_cmd(
     say = console if fmt == "table" else Console(stderr=True)
     if not quiet:
         say.print(plan_footer(plan, _done_in(out)))
-    result = Executor(plan, out, console=say, quiet=quiet, only=only).run()
+    result = Executor(plan, out, console=say, quiet=quiet, only=only, platform_url=platform,
+                      platform_port=port).run()
     if fmt == "json":
         typer.echo(json.dumps(read_summary(out), indent=2, default=str))
     else:
