@@ -73,6 +73,7 @@ def _price_summary(entry) -> str:
 def catalog_cmd(
     provider: str = typer.Option(None, "--provider", help="Only this provider (aws, gcp, …)."),
     as_json: bool = typer.Option(False, "--json", help="Print the entries as JSON."),
+    as_csv: bool = typer.Option(False, "--csv", help="Print the table as CSV."),
     prices: list[Path] = _PRICES_OPT,
 ) -> None:
     """List the price catalog: id, pricing model, prices, catalog date, confirmed."""
@@ -93,7 +94,7 @@ def catalog_cmd(
     for e in entries:
         table.add_row(e.id, e.model, _price_summary(e), cat.origin(e.id).date,
                       "yes" if e.confirmed else "[yellow]NO[/]")
-    print_table(table)
+    print_table(table, "csv" if as_csv else "table")
 
 
 def _emit(breakdowns, as_json: bool, as_csv: bool) -> None:
