@@ -127,10 +127,13 @@ def _report_table(records: list[Any]) -> Table:
 
 
 def _exit_if_all_failed(records: list[Any]) -> None:
-    """Exit 1 when requests were sent and none succeeded, so a script or CI job sees the failure."""
+    """Exit 99 (as `servelab run` and `loadgen run` do) when requests were sent and none
+    succeeded, so a script or CI job sees the failure."""
+    from servelab.analysis.thresholds import EXIT_BREACHED
+
     if records and not any(r.status == "ok" for r in records):
-        console.print(f"[red]every request failed ({len(records)} of {len(records)})[/]")
-        raise typer.Exit(1)
+        console.print(f"[red]every request failed ({len(records)} of {len(records)}): exit {EXIT_BREACHED}[/]")
+        raise typer.Exit(EXIT_BREACHED)
 
 
 @app.command("run")
