@@ -432,14 +432,23 @@ def test_rlimit_leaves_room_for_onnxruntime_and_its_errors_are_catchable(
         print(s.run(None, {"input": np.ones((2, 16), np.float32)})[0].shape)
         try:  # 128 MB in; the 32-wide hidden layer needs 256 MB
             s.run(None, {"input": np.ones((2_000_000, 16), np.float32)})
-            print("no error")
+            print("no-error")
         except Exception as exc:
-            print(type(exc).__name__)
+            # Which allocation fails first (numpy's input or one of onnxruntime's buffers) and
+            # the class onnxruntime raises for it (Fail, RuntimeException, ...) vary by build
+            # and memory layout; what matters is that the allocation is refused with a Python
+            # exception from numpy or onnxruntime, not a crash.
+            origin = "numpy" if isinstance(exc, MemoryError) else type(exc).__module__
+            print("refused", "onnxruntime" if "onnxruntime" in origin else origin)
+            print(type(exc).__name__, exc, file=sys.stderr)
         print(s.run(None, {"input": np.ones((1, 16), np.float32)})[0].shape)  # still serving
     """)
     proc = _run(lim, code, tiny_models["tiny-mlp"])
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["(2,", "4)", "Fail", "(1,", "4)"], proc.stdout + proc.stderr
+    words = proc.stdout.split()
+    assert words[:2] == ["(2,", "4)"], proc.stdout + proc.stderr
+    assert words[2] == "refused" and words[3] in ("numpy", "onnxruntime"), proc.stdout + proc.stderr
+    assert words[4:] == ["(1,", "4)"], proc.stdout + proc.stderr
 
 
 # --------------------------------------------------------------- destroy and cleanup_stale

@@ -18,9 +18,11 @@ from servelab import __version__
 from servelab.analysis.cli import app as analyze_app
 from servelab.analysis.cost_cli import app as cost_app
 from servelab.analysis.report_cli import register as register_report
+from servelab.bench.cli import PLATFORM_OPT, PORT_OPT
 from servelab.bench.cli import register as register_bench
 from servelab.cloud.cli import register as register_cloud
 from servelab.errors import ServelabError
+from servelab.extras import missing_extra_message
 from servelab.loadgen.cli import app as loadgen_app
 from servelab.models.cli import app as models_app
 from servelab.platform.cli import register as register_platform
@@ -58,12 +60,14 @@ def version() -> None:
 def demo(
     out: Path = typer.Option(None, "--out", "-o", help="Where the runs and the report go "
                              "(default: runs/demo-<date>-<time> here)."),
+    platform: str = PLATFORM_OPT,
+    port: int = PORT_OPT,
 ) -> None:
     """Serverless vs an always-on CPU server, MobileNetV2 under bursty MMPP load (~2 min): run,
     analyze, price, and write the HTML report. The experiment is servelab/bench/examples/demo.yaml."""
     from servelab.demo import run_demo
 
-    run_demo(out)
+    run_demo(out, platform_url=platform, platform_port=port)
 
 
 def main() -> None:
@@ -71,7 +75,13 @@ def main() -> None:
     try:
         app()
     except ServelabError as e:
-        err.print(f"[bold red]error:[/] {escape(str(e))}")  # messages hold paths and [brackets]
+        err.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)  # messages hold paths, [brackets]
+        sys.exit(2)
+    except ModuleNotFoundError as e:
+        hint = missing_extra_message(e)
+        if hint is None:
+            raise
+        err.print(f"[bold red]error:[/] {escape(hint)}", soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]")

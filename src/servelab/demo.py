@@ -18,6 +18,8 @@ from rich.markdown import Markdown
 from rich.markup import escape
 from rich.table import Table
 
+from servelab.tables import print_table
+
 
 def default_out_dir() -> Path:
     return Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
@@ -36,8 +38,10 @@ def _check_extras() -> None:
                                        "pip install 'servelab[demo]' or run `bash scripts/setup.sh demo`")
 
 
-def run_demo(out_dir: str | Path | None = None, *, console: Console | None = None) -> Path:
-    """Plan, run and report the demo experiment into ``out_dir``; return the report's path."""
+def run_demo(out_dir: str | Path | None = None, *, console: Console | None = None, platform_url: str | None = None,
+             platform_port: int | None = None) -> Path:
+    """Plan, run and report the demo experiment into ``out_dir``; return the report's path. The
+    serverless run uses the platform at ``platform_url``, or starts one (on ``platform_port``)."""
     from servelab.analysis.report import write_report
     from servelab.bench import Executor, demo_experiment, load_experiment, make_plan
 
@@ -51,13 +55,13 @@ def run_demo(out_dir: str | Path | None = None, *, console: Console | None = Non
     table = Table("run", "target", "model", "workload", "est. s", title="the plan")
     for r in plan.runs:
         table.add_row(r.run_id, r.target, r.model, r.workload, f"{r.estimate_s:.0f}")
-    console.print(table)
+    print_table(table, console=console)
     console.print("MobileNetV2 is built from code (seeded weights, exported to ONNX), put in the model store, "
                   "and each run is deployed from a cold state; the load is open loop (latency counts from "
                   "each request's scheduled time).")
 
     t0 = time.monotonic()
-    result = Executor(plan, out, console=console).run()
+    result = Executor(plan, out, console=console, platform_url=platform_url, platform_port=platform_port).run()
     if result.failed:
         for run_id, error in result.failed:
             console.print(f"[red]run {run_id} failed:[/] {escape(error)}")

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from servelab.analysis.prices_option import PRICES_HELP, load_cli_catalog
 from servelab.errors import ConfigError
+from servelab.tables import print_table
 
 app = typer.Typer(
     help="Price runs with a dated, versioned price catalog (AWS Lambda, GCF, SageMaker, Vertex, EC2, GCE).",
@@ -72,6 +73,7 @@ def _price_summary(entry) -> str:
 def catalog_cmd(
     provider: str = typer.Option(None, "--provider", help="Only this provider (aws, gcp, …)."),
     as_json: bool = typer.Option(False, "--json", help="Print the entries as JSON."),
+    as_csv: bool = typer.Option(False, "--csv", help="Print the table as CSV."),
     prices: list[Path] = _PRICES_OPT,
 ) -> None:
     """List the price catalog: id, pricing model, prices, catalog date, confirmed."""
@@ -92,7 +94,7 @@ def catalog_cmd(
     for e in entries:
         table.add_row(e.id, e.model, _price_summary(e), cat.origin(e.id).date,
                       "yes" if e.confirmed else "[yellow]NO[/]")
-    Console().print(table)
+    print_table(table, "csv" if as_csv else "table")
 
 
 def _emit(breakdowns, as_json: bool, as_csv: bool) -> None:
@@ -119,11 +121,11 @@ def _emit(breakdowns, as_json: bool, as_csv: bool) -> None:
                       _usd(b.provisioned_usd), _usd(b.instance_usd), _usd(b.total_usd),
                       _usd(b.per_million_usd))
     console = Console()
-    console.print(table)
+    print_table(table, console=console)
     for b in breakdowns:
         console.print(f"[bold]{b.entry_id}[/]")
         for note in b.notes:
-            console.print(f"  - {note}", markup=False, highlight=False)
+            console.print(f"  - {note}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _date(value: str | None) -> dt.date | None:

@@ -221,8 +221,11 @@ class Executor:
 
     def __init__(self, plan: Plan, out_dir: str | os.PathLike, *, console: Console | None = None,
                  quiet: bool = False, only: Sequence[str] | None = None,
-                 on_run_done: Callable[[PlannedRun], None] | None = None) -> None:
+                 on_run_done: Callable[[PlannedRun], None] | None = None, platform_url: str | None = None,
+                 platform_port: int | None = None) -> None:
         self.plan = plan
+        self.platform_url = platform_url  # a running platform for the serverless targets
+        self.platform_port = platform_port  # else the port of the one this run starts
         self.only = tuple(only or ())
         self.exp = plan.experiment
         self.out = Path(out_dir)
@@ -247,7 +250,7 @@ class Executor:
         if self.result.already_done and not self.quiet:
             n = len(self.result.already_done)
             self.console.print(f"resuming: {n} run(s) already DONE are not redone")
-        ctx = TargetContext.for_dir(self.out)
+        ctx = TargetContext.for_dir(self.out, platform_url=self.platform_url, platform_port=self.platform_port)
         targets: dict[str, BenchTarget] = {t.label: make_target(t, ctx) for t in self.exp.targets}
         try:
             needed = {r.target for r in todo if r.skip_reason is None}
@@ -325,6 +328,10 @@ class Executor:
         write_json(rd / "config.json", {**base, "model_path": str(path)})  # even if the deploy fails
         endpoint: Endpoint = target.prepare(run, path)
         write_json(rd / "config.json", {**base, "model_path": str(path), "target": endpoint.info})
+        if not self.console.is_terminal:
+            # no live progress bar off a terminal (CI logs, `| tee`): one line as each run starts
+            self._say(progress, f"run {run.index + 1}/{len(self.plan.runs)} {run.run_id}: started, "
+                                f"{run.duration_s:g} s of load (est. {run.estimate_s:.0f} s)")
         task = progress.add_task(f"{run.run_id}", total=run.duration_s)
         stop = threading.Event()
 

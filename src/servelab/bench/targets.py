@@ -92,20 +92,25 @@ class LocalPlatform:
     and stopped before a new one starts on the same home.
     """
 
-    def __init__(self, home: Path, log_path: Path) -> None:
+    def __init__(self, home: Path, log_path: Path, *, url: str | None = None, port: int | None = None) -> None:
         self.home = Path(home)
         self.log_path = Path(log_path)
         self.pid_path = self.home / "platform.pid"
         self.proc: subprocess.Popen | None = None
-        self.url: str | None = None
+        self.external = url.rstrip("/") if url else None  # a running platform: used, never started or stopped
+        self.port = port
+        self.url: str | None = self.external
         self._log: Any = None
 
     def ensure(self) -> str:
+        if self.external:
+            self._check_external()
+            return self.external
         if self.proc is not None and self.proc.poll() is None and self.url:
             return self.url
         self.home.mkdir(parents=True, exist_ok=True)
         self._stop_leftover()
-        port = _free_port()
+        port = self.port or _free_port()
         self.url = f"http://127.0.0.1:{port}"
         self._log = open(self.log_path, "a")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
@@ -117,6 +122,16 @@ class LocalPlatform:
         self.pid_path.write_text(str(self.proc.pid))
         self._wait_ready()
         return self.url
+
+    def _check_external(self) -> None:
+        try:
+            with urllib.request.urlopen(f"{self.external}/v2/health/ready", timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError as e:
+            raise PlatformError(f"no servelab platform answers at {self.external} ({e}); start one with "
+                                f"`servelab platform up`, or leave out --platform to start one") from None
+        raise PlatformError(f"the platform at {self.external} is not ready")
 
     def _wait_ready(self) -> None:
         assert self.proc is not None and self.url is not None
@@ -172,8 +187,11 @@ class TargetContext:
     platform: LocalPlatform
 
     @classmethod
-    def for_dir(cls, out_dir: Path) -> TargetContext:
-        return cls(out_dir=out_dir, platform=LocalPlatform(out_dir / "platform", out_dir / "platform.log"))
+    def for_dir(cls, out_dir: Path, *, platform_url: str | None = None,
+                platform_port: int | None = None) -> TargetContext:
+        """``platform_url``: use that running platform; else start one (on ``platform_port`` if given)."""
+        return cls(out_dir=out_dir, platform=LocalPlatform(out_dir / "platform", out_dir / "platform.log",
+                                                           url=platform_url, port=platform_port))
 
     def close(self) -> None:
         self.platform.stop()

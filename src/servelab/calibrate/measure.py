@@ -49,8 +49,8 @@ def _ok(table: pa.Table) -> np.ndarray:
 def measure_profile(model_path: Path, *, model_name: str | None = None, memory_sizes: tuple[int, ...] = (1769,),
                     batch_sizes: tuple[int, ...] = (1, 2, 4, 8), cold: int = 8, warm: int = 60,
                     warm_rps: float = 10.0, start_mode: str = "fork", runtime: str = "onnxruntime",
-                    work_dir: Path, url: str | None = None, log: Any = print) -> Profile:
-    """Measure ``model_path`` on a local platform (``url``, or a fresh one under ``work_dir``)."""
+                    work_dir: Path, url: str | None = None, port: int | None = None, log: Any = print) -> Profile:
+    """Measure ``model_path`` on a local platform (``url``, or a fresh one under ``work_dir`` on ``port``)."""
     from servelab.loadgen.payloads import from_model
 
     model_path = Path(model_path)
@@ -62,7 +62,7 @@ def measure_profile(model_path: Path, *, model_name: str | None = None, memory_s
     hold_all: list[float] = []
     client_all: list[float] = []
     t0 = time.perf_counter()
-    with local_platform(work_dir, url) as base:
+    with local_platform(work_dir, url, port) as base:
         dep = Deployer(base, model_path, start_mode=start_mode, runtime=runtime)
         for mem in memory_sizes:
             # 1. cold starts

@@ -23,18 +23,29 @@ from servelab.sim.serverless import ServerlessConfig
 
 
 @contextlib.contextmanager
-def local_platform(work_dir: Path, url: str | None = None) -> Iterator[str]:
-    """A platform URL: ``url`` as given, or a fresh platform under ``work_dir`` stopped on exit."""
-    if url:
-        yield url
-        return
+def local_platform(work_dir: Path, url: str | None = None, port: int | None = None) -> Iterator[str]:
+    """A platform URL: ``url`` (checked to answer), or a fresh platform under ``work_dir`` (on
+    ``port`` if given) stopped on exit."""
     from servelab.bench.targets import LocalPlatform
 
-    platform = LocalPlatform(work_dir / "platform", work_dir / "platform.log")
+    platform = LocalPlatform(work_dir / "platform", work_dir / "platform.log", url=url, port=port)
     try:
         yield platform.ensure()
     finally:
         platform.stop()
+
+
+@contextlib.contextmanager
+def work_directory(work_dir: Path | None, prefix: str) -> Iterator[Path]:
+    """``work_dir`` as given (kept), or a temporary directory removed on exit, even on an error."""
+    if work_dir is not None:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        yield work_dir
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        yield Path(tmp)
 
 
 class Deployer:

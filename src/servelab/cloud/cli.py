@@ -126,6 +126,16 @@ def _report_table(records: list[Any]) -> Table:
     return t
 
 
+def _exit_if_all_failed(records: list[Any]) -> None:
+    """Exit 99 (as `servelab run` and `loadgen run` do) when requests were sent and none
+    succeeded, so a script or CI job sees the failure."""
+    from servelab.analysis.thresholds import EXIT_BREACHED
+
+    if records and not any(r.status == "ok" for r in records):
+        console.print(f"[red]every request failed ({len(records)} of {len(records)}): exit {EXIT_BREACHED}[/]")
+        raise typer.Exit(EXIT_BREACHED)
+
+
 @app.command("run")
 def run_cmd(model: Path = typer.Argument(..., exists=True, dir_okay=False, help="ONNX model file"),
             target: str = TARGET, name: str | None = NAME, run_id: str | None = RUN_ID, memory_mb: int = MEMORY,
@@ -172,6 +182,7 @@ def run_cmd(model: Path = typer.Argument(..., exists=True, dir_okay=False, help=
                 writer.close()
     console.print(_report_table(out))
     console.print(f"torn down: every resource of run {run_id} was deleted")
+    _exit_if_all_failed(out)
 
 
 @app.command("deploy")
@@ -230,6 +241,7 @@ def invoke_cmd(name: str = typer.Argument(..., help="function name (name:version
     bodies = _payloads(model, payload) if model else _payloads(Path(), payload)
     out = fn.invoke_many(bodies, count, records_dir=records)
     console.print(_report_table(out))
+    _exit_if_all_failed(out)
 
 
 @app.command("teardown")

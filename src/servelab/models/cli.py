@@ -19,6 +19,7 @@ from rich.table import Table
 
 from servelab.models.store_cli import register as register_store
 from servelab.runtimes.bench_cli import register as register_bench
+from servelab.tables import CSV_OPT, JSON_OPT, output_format, print_table
 
 app = typer.Typer(help="Build models from code, inspect them, store them, benchmark them.",
                   no_args_is_help=True)
@@ -52,7 +53,7 @@ def build_cmd(
 
 
 @app.command("list")
-def list_cmd() -> None:
+def list_cmd(as_json: bool = JSON_OPT, as_csv: bool = CSV_OPT) -> None:
     """List the models the zoo can build."""
     from servelab.models import zoo
 
@@ -62,7 +63,7 @@ def list_cmd() -> None:
     for e in zoo.list_models():
         table.add_row(e.name, e.family, "yes" if e.needs_torch else "no", escape(e.input_summary),
                       escape(e.description))
-    Console().print(table)
+    print_table(table, output_format(as_json, as_csv), console=Console())
 
 
 @app.command("info")

@@ -9,12 +9,15 @@ a message and exit code 2 by :func:`servelab.cli.main`.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
 import typer
+
+from servelab.tables import CSV_OPT, JSON_OPT, output_format, print_table
 
 STORE_ENV = "SERVELAB_STORE"
 
@@ -76,6 +79,8 @@ def ls(
     name: str = typer.Argument(None, help="Only this model's versions.", show_default=False),
     store: str = StoreOpt,
     endpoint_url: str = EndpointOpt,
+    as_json: bool = JSON_OPT,
+    as_csv: bool = CSV_OPT,
 ) -> None:
     """List stored models: name, digest, size, creation time; newest first within a name."""
     from rich.console import Console
@@ -83,8 +88,13 @@ def ls(
 
     from servelab.models.store import SHORT_HEX
 
+    fmt = output_format(as_json, as_csv)
     st = _open(store, endpoint_url)
     models = st.list(name)
+    if fmt == "json":  # whole refs and exact sizes for machines
+        typer.echo(json.dumps([{"name": m.name, "ref": f"{m.name}@sha256:{m.hex}", "size_bytes": m.size_bytes,
+                                "created_at": m.created_at} for m in models], indent=2))
+        return
     if not models:
         what = f"no versions of {name!r}" if name else "no models"
         typer.echo(f"{what} in {st.url}")
@@ -99,7 +109,7 @@ def ls(
         size_mb = m.size_bytes / 1e6
         size = f"{size_mb:,.2f}" if size_mb >= 0.01 else "<0.01"
         table.add_row(m.name, f"sha256:{m.hex[:SHORT_HEX]}", size, created)
-    Console().print(table)
+    print_table(table, fmt, console=Console())
 
 
 def rm(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 from pathlib import Path
 
 import typer
@@ -12,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from servelab.errors import ConfigError, FunctionExistsError
+from servelab.tables import CSV_OPT, JSON_OPT, output_format, print_table
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 TOKEN_ENV = "SERVELAB_TOKEN"
@@ -270,23 +272,32 @@ def invoke(
     _, headers, out = client.invoke(name, body, log=log)
     text = out.decode(errors="replace")
     console.print(text if len(text) < 2000 else text[:2000] + f"… ({len(text)} bytes)", markup=False)
-    if headers.get("X-Amz-Function-Error"):
-        console.print(f"[red]function error: {headers['X-Amz-Function-Error']}[/]")
     if log and headers.get("X-Amz-Log-Result"):
         console.print(base64.b64decode(headers["X-Amz-Log-Result"]).decode().strip().splitlines()[-1],
-                      markup=False)
+                      markup=False, soft_wrap=True)  # one REPORT line, as Lambda prints it
+    if headers.get("X-Amz-Function-Error"):
+        # the HTTP call succeeded but the function did not: scripts must see that in the exit code
+        console.print(f"[red]function error: {headers['X-Amz-Function-Error']}[/]")
+        raise typer.Exit(1)
+
+
+def _short_ref(ref: str) -> str:
+    """``name@sha256:<64 hex>`` -> ``name@sha256:<12 hex>``: still a ref the store resolves, and it fits."""
+    return re.sub(r"(@sha256:[0-9a-f]{12})[0-9a-f]{52}\b", r"\1", ref)
 
 
 @functions_app.command("ls")
-def functions_ls(url: str = UrlOpt, token: str = TokenOpt) -> None:
-    """List deployed functions."""
+def functions_ls(url: str = UrlOpt, token: str = TokenOpt, as_json: bool = JSON_OPT, as_csv: bool = CSV_OPT) -> None:
+    """List deployed functions (model refs shortened to 12 hex digits; --json/--csv give them whole)."""
+    fmt = output_format(as_json, as_csv)
     t = Table("name", "memory MB", "timeout s", "model", "runtime", "batch", "start", "modified")
     for f in _client(url, token).list():
         v = f["Environment"]["Variables"]
+        model = v.get("SERVELAB_MODEL") or f["Handler"]
         t.add_row(f["FunctionName"], str(f["MemorySize"]), str(f["Timeout"]),
-                  (v.get("SERVELAB_MODEL") or f["Handler"])[:40], v.get("SERVELAB_RUNTIME", ""),
+                  _short_ref(model) if fmt == "table" else model, v.get("SERVELAB_RUNTIME", ""),
                   v.get("SERVELAB_BATCH_SIZE", ""), v.get("SERVELAB_START_MODE", ""), f["LastModified"][:19])
-    console.print(t)
+    print_table(t, fmt, console=console)
 
 
 @functions_app.command("rm")
@@ -297,15 +308,22 @@ def functions_rm(name: str, url: str = UrlOpt, token: str = TokenOpt) -> None:
 
 
 @functions_app.command("instances")
-def functions_instances(name: str, url: str = UrlOpt, token: str = TokenOpt) -> None:
+def functions_instances(name: str, url: str = UrlOpt, token: str = TokenOpt, as_json: bool = JSON_OPT,
+                        as_csv: bool = CSV_OPT) -> None:
     """Show a function's instances and their states."""
+    fmt = output_format(as_json, as_csv)
     snap = _client(url, token).instances(name)
+    if fmt == "json":  # the whole snapshot, waiting count included
+        typer.echo(json.dumps(snap, indent=2))
+        return
     t = Table("id", "state", "kind", "provisioned", "pid", "served", "age s", "idle s", "init ms", "rss MB")
     for i in snap["instances"]:
-        t.add_row(i["id"], i["state"], i["kind"], str(i["provisioned"]), str(i["pid"]), str(i["served"]),
-                  str(i["age_s"]), str(i["idle_s"] or ""), str(i["init_ms"]), str(i["max_rss_mb"]))
-    console.print(t)
-    console.print(f"waiting requests: {snap['waiting']}")
+        t.add_row(i["id"], i["state"], i["kind"], "yes" if i["provisioned"] else "no", str(i["pid"]),
+                  str(i["served"]), str(i["age_s"]), str(i["idle_s"] or ""), str(i["init_ms"]),
+                  str(i["max_rss_mb"]))
+    print_table(t, fmt, console=console)
+    if fmt == "table":
+        console.print(f"waiting requests: {snap['waiting']}")
 
 
 def register(app: typer.Typer) -> None:

@@ -27,6 +27,14 @@ from servelab.errors import InvalidModelError, ModelError, RuntimeNotAvailableEr
 from servelab.runtimes.base import EXTRAS, check_threads
 from servelab.tensors import TensorSpec, validate_inputs
 
+#: The one onnx2torch release servelab is tested with: :func:`_fix_converters` patches its private
+#: registry and modules, so another release is refused rather than half-working. It is not in the
+#: ``torch`` extra because it declares torchvision, and pip would then replace the CPU torch with a
+#: multi-GB CUDA build to match torchvision; it is installed without its dependencies instead
+#: (scripts/setup.sh reads this line, and a test keeps the two in step).
+ONNX2TORCH_VERSION = "1.5.15"
+ONNX2TORCH_INSTALL = f"pip install --no-deps onnx2torch=={ONNX2TORCH_VERSION}"
+
 
 def _torchvision_stub() -> dict[str, types.ModuleType]:
     """Stand-ins for the two torchvision names onnx2torch binds at import time.
@@ -64,8 +72,8 @@ def import_library() -> tuple[Any, Any]:
         import onnx2torch
     except ImportError as e:
         raise RuntimeNotAvailableError(
-            f"the torch runtime converts ONNX with onnx2torch ({e}); "
-            f"install it with: pip install '{EXTRAS['torch']}' onnx2torch"
+            f"the torch runtime converts ONNX with onnx2torch ({e}); install it with: "
+            f"pip install '{EXTRAS['torch']}' && {ONNX2TORCH_INSTALL}"
         ) from None
     except RuntimeError as e:  # e.g. "operator torchvision::nms does not exist": a CUDA torchvision
         raise RuntimeNotAvailableError(
@@ -77,8 +85,23 @@ def import_library() -> tuple[Any, Any]:
         for name, module in stubs.items():
             if sys.modules.get(name) is module:
                 del sys.modules[name]
+    _check_onnx2torch_version()
     _fix_converters(torch)
     return torch, onnx2torch
+
+
+def _check_onnx2torch_version() -> None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        found = version("onnx2torch")
+    except PackageNotFoundError:  # imported from a source tree: nothing to compare
+        return
+    if found != ONNX2TORCH_VERSION:
+        sys.modules.pop("onnx2torch", None)
+        raise RuntimeNotAvailableError(
+            f"onnx2torch {found} is installed; servelab's torch runtime is tested with (and patches the "
+            f"internals of) {ONNX2TORCH_VERSION} only: {ONNX2TORCH_INSTALL}")
 
 
 # (op, ONNX version onnx2torch lacks, version whose converter computes the same thing).

@@ -111,22 +111,24 @@ def profile_cmd(
     warm: int = typer.Option(60, "--warm", help="Warm requests per memory size."),
     start_mode: str = typer.Option("fork", "--start-mode", help="fork | spawn"),
     runtime: str = typer.Option("onnxruntime", "--runtime"),
-    url: str = typer.Option(None, "--url", help="Use a running platform instead of starting one on loopback."),
+    url: str = typer.Option(None, "--platform", "--url", help="Use this running platform (e.g. "
+                            "http://127.0.0.1:8080) instead of starting one on loopback."),
+    port: int = typer.Option(None, "--port", help="Port of the platform this command starts (default: a free one)."),
     work_dir: Path = typer.Option(None, "--work-dir",
-                                  help="Where the platform and the runs live (default: a temp dir)."),
+                                  help="Where the platform and the runs live, kept (default: a temporary "
+                                       "directory, removed at the end)."),
 ) -> None:
     """Measure a model's cold start and service times on the local platform; save a profile."""
-    import tempfile
-
     from servelab.calibrate.measure import measure_profile, resolve_model
+    from servelab.calibrate.realrun import work_directory
 
-    work = work_dir or Path(tempfile.mkdtemp(prefix="servelab-profile-"))
-    name, path = resolve_model(model, work / "models")
-    console.print(f"profiling {name} ({path}) on the local platform; work dir {work}")
-    prof = measure_profile(path, model_name=name, memory_sizes=_ints(memory), batch_sizes=_ints(batches),
-                           cold=cold, warm=warm, start_mode=start_mode, runtime=runtime, work_dir=work, url=url,
-                           log=console.print)
-    dest = prof.save(out or Path("profiles") / f"{name}.yaml")
+    with work_directory(work_dir, "servelab-profile-") as work:
+        name, path = resolve_model(model, work / "models")
+        console.print(f"profiling {name} ({path}) on the local platform; work dir {work}")
+        prof = measure_profile(path, model_name=name, memory_sizes=_ints(memory), batch_sizes=_ints(batches),
+                               cold=cold, warm=warm, start_mode=start_mode, runtime=runtime, work_dir=work,
+                               url=url, port=port, log=console.print)
+        dest = prof.save(out or Path("profiles") / f"{name}.yaml")
     console.print(f"[green]saved[/] {dest}")
 
 
@@ -157,7 +159,11 @@ def recommend_cmd(
                                 "real local platform and show predicted vs measured."),
     model: str = typer.Option(None, "--model",
                               help="For --verify: zoo name or ONNX file (default: the profile's model)."),
-    work_dir: Path = typer.Option(None, "--work-dir", help="For --verify: where the platform and runs live."),
+    work_dir: Path = typer.Option(None, "--work-dir", help="For --verify: where the platform and runs live, kept "
+                                  "(default: a temporary directory, removed at the end)."),
+    platform: str = typer.Option(None, "--platform", help="For --verify: use this running platform instead of "
+                                 "starting one."),
+    port: int = typer.Option(None, "--port", help="For --verify: port of the platform it starts."),
 ) -> None:
     """Find the cheapest configuration that meets a latency objective, by simulation."""
     from servelab.errors import ConfigError
@@ -200,27 +206,25 @@ def recommend_cmd(
         if rec.best is None or rec.best.config.kind != "serverless":
             raise ConfigError("--verify runs serverless recommendations on the local platform; the best "
                               "configuration here is not serverless (or there is none)")
-        _verify(rec.best.config, prof, arrivals, model or prof.model, work_dir, seed, as_json)
+        _verify(rec.best.config, prof, arrivals, model or prof.model, work_dir, seed, as_json, platform, port)
 
 
 def _verify(config: Any, prof: Any, arrivals: Any, model: str, work_dir: Path | None, seed: int,
-            as_json: bool) -> None:
-    import tempfile
-
+            as_json: bool, platform_url: str | None, port: int | None) -> None:
     from servelab.calibrate.measure import resolve_model
-    from servelab.calibrate.realrun import Deployer, local_platform
+    from servelab.calibrate.realrun import Deployer, local_platform, work_directory
     from servelab.calibrate.validate import METRICS, compare_on_platform
     from servelab.loadgen.payloads import from_model
 
-    work = work_dir or Path(tempfile.mkdtemp(prefix="servelab-verify-"))
-    _, path = resolve_model(model, work / "models")
-    console.print(f"verifying on the local platform ({len(arrivals):,} requests, "
-                  f"{arrivals.duration_s:g} s; work dir {work}) …")
-    with local_platform(work) as url:
-        dep = Deployer(url, path)
-        cmp = compare_on_platform("verify", url, dep, config.model_copy(update={"max_concurrency": min(
-            config.max_concurrency, 8)}), prof, arrivals.times_s, arrivals.duration_s,
-            from_model(path, count=4), work, seed=seed)
+    with work_directory(work_dir, "servelab-verify-") as work:
+        _, path = resolve_model(model, work / "models")
+        console.print(f"verifying on the local platform ({len(arrivals):,} requests, "
+                      f"{arrivals.duration_s:g} s; work dir {work}) …")
+        with local_platform(work, platform_url, port) as url:
+            dep = Deployer(url, path)
+            cmp = compare_on_platform("verify", url, dep, config.model_copy(update={"max_concurrency": min(
+                config.max_concurrency, 8)}), prof, arrivals.times_s, arrivals.duration_s,
+                from_model(path, count=4), work, seed=seed)
     if as_json:
         typer.echo(json.dumps(cmp.to_dict(), indent=2, default=str))
         return

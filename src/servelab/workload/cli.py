@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from servelab.tables import CSV_OPT, JSON_OPT, output_format, print_table
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -59,7 +61,7 @@ def show(
 
 
 @app.command()
-def presets() -> None:
+def presets(as_json: bool = JSON_OPT, as_csv: bool = CSV_OPT) -> None:
     """List the built-in workloads (the study's low / medium / high / bursty MMPP loads)."""
     from rich.console import Console
     from rich.table import Table
@@ -81,7 +83,7 @@ def presets() -> None:
             f"{p.peak_rate_rps:g}",
             f"{p.duration_s:g}",
         )
-    Console().print(table)
+    print_table(table, output_format(as_json, as_csv), console=Console())
 
 
 def summarize(spec: WorkloadSpec, arrivals: Arrivals) -> dict[str, Any]:
