@@ -20,16 +20,12 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from servelab.bench.spec import AXES, Experiment, TargetSpecBase, resolve_workload, workload_label
+from servelab.bench.spec import Experiment, resolve_workload, workload_label
+from servelab.bench.target_spec import TargetSpecBase
 
 RUN_ID_HASH_CHARS = 10
 DRAIN_ALLOWANCE_S = 1.0  # requests still in flight when the schedule ends (a typical run drains in < 1 s)
 PLATFORM_START_S = 3.0  # starting the local platform once (measured ~1.5-2.5 s on the 2-core VM)
-
-
-def exclusion_keys() -> tuple[str, ...]:
-    """What an ``exclude`` entry may match on: every axis, plus the target's kind."""
-    return (*AXES, "kind")
 
 
 @dataclass(frozen=True)

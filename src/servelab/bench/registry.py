@@ -36,8 +36,7 @@ from typing import TYPE_CHECKING, Any
 from servelab.errors import ConfigError
 
 if TYPE_CHECKING:
-    from servelab.bench.spec import TargetSpecBase
-    from servelab.bench.targets import BenchTarget
+    from servelab.bench.target_spec import BenchTarget, TargetSpecBase
 
 ENTRY_POINT_GROUP = "servelab.targets"
 # Modules imported (if they exist) the first time a kind that is not built in is looked up.
@@ -183,7 +182,7 @@ def _import(ref: str, kind: str) -> Any:
 
 
 def _check_spec(kind: str, cls: Any) -> None:
-    from servelab.bench.spec import TargetSpecBase
+    from servelab.bench.target_spec import TargetSpecBase
 
     if not (isinstance(cls, type) and issubclass(cls, TargetSpecBase)):
         raise ConfigError(f"target kind {kind!r}: the spec class must subclass "
@@ -195,7 +194,7 @@ def _check_spec(kind: str, cls: Any) -> None:
 
 
 def _check_target(kind: str, cls: Any) -> None:
-    from servelab.bench.targets import BenchTarget
+    from servelab.bench.target_spec import BenchTarget
 
     if not (isinstance(cls, type) and issubclass(cls, BenchTarget)):
         raise ConfigError(f"target kind {kind!r}: the target class must subclass "

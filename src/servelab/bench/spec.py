@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     SerializeAsAny,
     ValidationError,
@@ -31,6 +30,16 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from servelab.bench import registry
+from servelab.bench.target_spec import (
+    AXIS_KEYS,
+    AxisOverrides,
+    RuntimeName,
+    TargetSpecBase,
+    WorkloadEntry,
+    _listify,
+    _Model,
+    exclusion_keys,
+)
 from servelab.config import validate_name
 from servelab.core.resources import MAX_MEMORY_MB, MIN_MEMORY_MB
 from servelab.errors import ConfigError, ServelabError
@@ -38,82 +47,7 @@ from servelab.errors import ConfigError, ServelabError
 # The built-in kinds. More are added with servelab.bench.registry.register_target (cloud targets),
 # so a target's ``kind`` is validated against the registry, not against this alias.
 TargetKind = Literal["serverless", "server", "gpu-server", "managed", "http"]
-RuntimeName = Literal["onnxruntime", "torch"]
 StartMode = Literal["fork", "spawn"]
-# The axes of the grid, in the order the planner nests them (target innermost, so the targets
-# compared for one configuration run back to back, minutes apart rather than hours).
-AxisName = Literal["repetition", "workload", "model", "runtime", "memory_mb", "batch_size", "provisioned",
-                   "target"]
-AXES: tuple[str, ...] = ("repetition", "workload", "model", "runtime", "memory_mb", "batch_size",
-                         "provisioned", "target")
-# Axis -> the list key that sets it (globally and in a target's overrides).
-AXIS_KEYS: dict[str, str] = {"model": "models", "runtime": "runtimes", "memory_mb": "memory_mb",
-                             "batch_size": "batch_size", "provisioned": "provisioned",
-                             "workload": "workloads"}
-
-WorkloadEntry = Union[str, dict[str, Any]]  # noqa: UP007 - a preset / inline / file name, or an inline mapping
-
-
-def _listify(v: Any) -> Any:
-    """A scalar where a list is expected means a one-element list (``memory_mb: 1769``)."""
-    if v is None or isinstance(v, (list, tuple)):
-        return v
-    return [v]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class AxisOverrides(_Model):
-    """Axis lists a target may set for itself; each replaces the experiment's list for that target."""
-
-    models: tuple[str, ...] | None = Field(None, min_length=1)
-    runtimes: tuple[RuntimeName, ...] | None = Field(None, min_length=1)
-    memory_mb: tuple[Annotated[int, Field(ge=MIN_MEMORY_MB, le=MAX_MEMORY_MB)], ...] | None = Field(None, min_length=1)
-    batch_size: tuple[Annotated[int, Field(ge=1, le=1024)], ...] | None = Field(None, min_length=1)
-    provisioned: tuple[Annotated[int, Field(ge=0, le=1000)], ...] | None = Field(None, min_length=1)
-    workloads: tuple[WorkloadEntry, ...] | None = Field(None, min_length=1)
-
-    _wrap = field_validator("models", "runtimes", "memory_mb", "batch_size", "provisioned", "workloads",
-                            mode="before")(_listify)
-
-
-class TargetSpecBase(AxisOverrides):
-    """What every target has: a label, a price-catalog entry, a pause between runs.
-
-    A target kind subclasses this with ``kind: Literal["<kind>"] = "<kind>"`` and its own
-    settings, and registers it (:func:`servelab.bench.registry.register_target`).
-    """
-
-    kind: str
-    name: str | None = None  # label in run ids and reports; default: the kind
-    price: str | None = None  # price-catalog entry id; default: the kind's DEFAULT_PRICE
-    cooldown_s: float = Field(1.0, ge=0, le=3600)  # pause after each run, after its instances are gone
-
-    # Axes that do not apply to this kind collapse to one value (None) instead of multiplying runs.
-    FIXED_AXES: ClassVar[frozenset[str]] = frozenset()
-    DEFAULT_PRICE: ClassVar[str | None] = None
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str | None) -> str | None:
-        return None if v is None else validate_name(v, what="target name")
-
-    @property
-    def label(self) -> str:
-        return self.name or self.kind
-
-    @property
-    def price_entry(self) -> str | None:
-        return self.price if self.price is not None else self.DEFAULT_PRICE
-
-    def settings(self) -> dict[str, Any]:
-        """The target's own settings (no axis overrides, no label): part of every run's config."""
-        skip = set(AxisOverrides.model_fields) | {"name", "cooldown_s"}
-        return {k: v for k, v in self.model_dump().items() if k not in skip}
-
-
 class _PlatformTargetSpec(TargetSpecBase):
     url: str | None = None  # an already-running platform; default: the executor starts its own
     start_mode: StartMode = "fork"
@@ -374,7 +308,6 @@ def _explain(err: ValidationError, data: dict[str, Any]) -> str:
 def check_experiment(exp: Experiment, *, source: str = "experiment") -> None:
     """Checks that need more than types: names unique, models and workloads that resolve,
     exclusions that name real axes, price entries that exist, provisioned within limits."""
-    from servelab.bench.planner import exclusion_keys  # the planner owns what an exclusion may match
 
     labels = [t.label for t in exp.targets]
     dup = sorted({x for x in labels if labels.count(x) > 1})

@@ -47,6 +47,7 @@ from servelab.bench.spec import (
     ServerTargetSpec,
     TargetSpecBase,
 )
+from servelab.bench.target_spec import BenchTarget
 from servelab.errors import FunctionNotFoundError, PlatformError
 from servelab.loadgen.targets import TargetSpec
 from servelab.platform.functions import servelab_vars
@@ -198,53 +199,6 @@ class TargetContext:
 
 
 # --------------------------------------------------------------------------------------- targets
-
-
-class BenchTarget:
-    """The interface every target implements. Instances are built per experiment, per target.
-
-    A new kind overrides :meth:`prepare` (required) and whichever of the others it needs; the
-    executor calls, per experiment: ``start()`` once, then per run ``prepare(run, model_path)``,
-    the load, ``price_args(run, summary)``, ``cooldown()``; at the end ``teardown()``.
-    ``availability`` and ``overhead_s`` are asked by the planner before anything runs.
-    """
-
-    kind: ClassVar[str]
-
-    def __init__(self, spec: TargetSpecBase, ctx: TargetContext) -> None:
-        self.spec = spec
-        self.ctx = ctx
-
-    @classmethod
-    def availability(cls, spec: TargetSpecBase) -> str | None:
-        """None when this machine can run the target; otherwise why not (the runs are skipped)."""
-        return None
-
-    @classmethod
-    def overhead_s(cls, run: PlannedRun) -> float:
-        """Estimated seconds per run beyond the schedule: deploy, start instances, tear down."""
-        return 0.0
-
-    def start(self) -> None:
-        """Bring the target up before the first run (the local platform starts here)."""
-
-    def prepare(self, run: PlannedRun, model_path: Path) -> Endpoint:
-        raise NotImplementedError
-
-    def cooldown(self) -> None:
-        """Leave nothing of the last run behind, then pause ``cooldown_s`` for the machine to settle."""
-        if self.spec.cooldown_s:
-            time.sleep(self.spec.cooldown_s)
-
-    def teardown(self) -> None:
-        """Release what the experiment created on the target."""
-
-    def price_args(self, run: PlannedRun, summary: dict[str, Any]) -> dict[str, Any] | None:
-        """Arguments for :func:`servelab.billing.pricing.price_run` (``entry_id`` included), or None
-        when the target has no price entry. May add ``notes`` (a list) saying what it assumed."""
-        if not self.spec.price_entry:
-            return None
-        return {"entry_id": self.spec.price_entry}
 
 
 class _PlatformTarget(BenchTarget):

@@ -59,6 +59,19 @@ def _new_run_id() -> str:
     return "cloud-" + uuid.uuid4().hex[:10]
 
 
+def _source(value: str | None, default: str) -> Any:
+    """``--model-source`` checked against the packaging's sources (s3, bundled, gcs)."""
+    from typing import get_args
+
+    from servelab.cloud.packaging import ModelSource
+    from servelab.errors import ConfigError
+
+    source = value or default
+    if source not in get_args(ModelSource):
+        raise ConfigError(f"--model-source must be one of {', '.join(get_args(ModelSource))}, got {source!r}")
+    return source
+
+
 def make_deployer(target: str, model: Path, *, name: str | None, run_id: str, memory_mb: int, timeout_s: int,
                   region: str | None, bucket: str | None, role_arn: str, model_source: str | None,
                   endpoint_url: str | None = None, s3_endpoint_url: str | None = None,
@@ -81,22 +94,22 @@ def make_deployer(target: str, model: Path, *, name: str | None, run_id: str, me
         from servelab.cloud import sagemaker
 
         kw: dict[str, Any] = {"image_uri": image} if image else {}
-        spec = sagemaker.make_spec(name=name or default_name, run_id=run_id, role_arn=role_arn,
+        sm_spec = sagemaker.make_spec(name=name or default_name, run_id=run_id, role_arn=role_arn,
                                    model_bucket=bucket or "", mode=mode, instance_type=instance_type,
                                    instance_count=instances, autoscaling_max=autoscaling_max, memory_mb=memory_mb,
                                    max_concurrency=max_concurrency, region=region or "us-east-1", **kw)
-        if not spec.model_bucket:
+        if not sm_spec.model_bucket:
             raise ConfigError("sagemaker needs --bucket (model.tar.gz is uploaded there)")
-        return sagemaker.SageMakerEndpoint(spec)
+        return sagemaker.SageMakerEndpoint(sm_spec)
     if target in ("gcp-functions", "cloud-run"):
         from servelab.cloud import gcp
 
         if not project:
             raise ConfigError(f"{target} needs --project (your GCP project id)")
-        spec = gcp.make_spec(kind=target, name=name or default_name, run_id=run_id, project=project,
-                             region=region or "us-central1", memory_mb=memory_mb, timeout_s=timeout_s,
-                             model_source=model_source or "bundled", image=image)
-        return gcp.GcpFunction(spec)
+        gcp_spec = gcp.make_spec(kind=target, name=name or default_name, run_id=run_id, project=project,
+                                 region=region or "us-central1", memory_mb=memory_mb, timeout_s=timeout_s,
+                                 model_source=model_source or "bundled", image=image)
+        return gcp.GcpFunction(gcp_spec)
     raise ConfigError(f"unknown cloud target {target!r}; one of {', '.join(CLOUD_KINDS)}")
 
 
@@ -312,11 +325,11 @@ def package_cmd(model: Path = typer.Argument(..., exists=True, dir_okay=False, h
 
     out.mkdir(parents=True, exist_ok=True)
     if target == "aws-lambda" and image:
-        d = packaging.write_lambda_image_context(out, model, model_source=model_source or "bundled")
+        d = packaging.write_lambda_image_context(out, model, model_source=_source(model_source, "bundled"))
         console.print(f"Lambda image build context in {d}: docker build -t IMAGE {d}, push to ECR, "
                       "then deploy with --image IMAGE_URI")
     elif target == "aws-lambda":
-        pkg = packaging.build_lambda_package(model, model_source=model_source or "s3")
+        pkg = packaging.build_lambda_package(model, model_source=_source(model_source, "s3"))
         (out / "function.zip").write_bytes(pkg.zip_bytes)
         (out / "package.json").write_text(json.dumps({"kind": pkg.kind, "handler": pkg.handler, "env": pkg.env,
                                                       "zipped_bytes": pkg.zipped_bytes,
@@ -332,7 +345,7 @@ def package_cmd(model: Path = typer.Argument(..., exists=True, dir_okay=False, h
         (out / "model.tar.gz").write_bytes(build_model_archive(model))
         console.print(f"wrote {out / 'model.tar.gz'}")
     else:
-        src = packaging.write_gcp_source(out, model, model_source=model_source or "bundled", model_uri=model_uri,
+        src = packaging.write_gcp_source(out, model, model_source=_source(model_source, "bundled"), model_uri=model_uri,
                                          container=target == "cloud-run")
         console.print(f"wrote {', '.join(sorted(p.name for p in src.directory.iterdir()))} into {out}")
 

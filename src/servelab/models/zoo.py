@@ -333,7 +333,8 @@ def _export_torch(name: str, seed: int, weights: Path | None) -> onnx.ModelProto
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module, tuple(torch.from_numpy(example[n]) for n in in_names), buf,
+            # torch's stubs say a path; the exporter writes to any file object (the bytes are hashed here)
+            module, tuple(torch.from_numpy(example[n]) for n in in_names), buf,  # type: ignore[arg-type]
             dynamo=False, opset_version=OPSET, input_names=in_names, output_names=["logits"],
             dynamic_axes={n: {0: "batch"} for n in [*in_names, "logits"]},
         )

@@ -323,7 +323,7 @@ class TorchSession:
         if torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)
         # torch.from_numpy shares memory and wants a writable, contiguous array (copied only if not).
-        args = [torch.from_numpy(np.require(feed[s.name], requirements="CW")) for s in self.inputs]
+        args = [torch.from_numpy(np.require(feed[s.name], requirements=["C", "W"])) for s in self.inputs]
         if self.device != "cpu":
             args = [a.to(self.device, non_blocking=False) for a in args]
         try:
