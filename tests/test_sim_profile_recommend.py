@@ -109,3 +109,13 @@ def test_pareto_front_drops_dominated_points():
         return Evaluated(ServerlessConfig(), 0, p95, 0, 1, 0, cost, 0, True, True)
     pts = [e(1, 100), e(2, 50), e(3, 60), e(4, 10), e(2, 40)]
     assert [(x.cost_usd, x.p95_ms) for x in pareto_front(pts)] == [(1, 100), (2, 40), (4, 10)]
+
+
+def test_verify_says_where_a_recommendation_extrapolates_beyond_its_profile() -> None:
+    from servelab.sim.cli import _extrapolation
+
+    prof = Profile.model_validate({"model": "m", "cold_start": {"init_ms": 100.0},
+                                   "inference": [{"memory_mb": 1769, "batches": {1: 10.0, 4: 30.0}}]})
+    assert _extrapolation(ServerlessConfig(memory_mb=1769, max_batch_size=4), prof) == []
+    notes = _extrapolation(ServerlessConfig(memory_mb=512, max_batch_size=8), prof)
+    assert len(notes) == 2 and "512 MB was not measured" in notes[0] and "batch size 8" in notes[1]

@@ -206,11 +206,30 @@ def recommend_cmd(
         if rec.best is None or rec.best.config.kind != "serverless":
             raise ConfigError("--verify runs serverless recommendations on the local platform; the best "
                               "configuration here is not serverless (or there is none)")
-        _verify(rec.best.config, prof, arrivals, model or prof.model, work_dir, seed, as_json, platform, port)
+        _verify(rec.best.config, prof, arrivals, model or prof.model, work_dir, seed, as_json, platform, port,
+                objective)
+
+
+VERIFY_TOLERANCE = 0.15  # predicted vs measured p95 and cost: within 15 % is a sound prediction
+
+
+def _extrapolation(config: Any, prof: Any) -> list[str]:
+    """Where the recommended configuration lies outside what the profile measured."""
+    notes = []
+    sizes = prof.memory_sizes()
+    if sizes and config.memory_mb not in sizes:
+        notes.append(f"memory {config.memory_mb} MB was not measured (profile: {', '.join(map(str, sizes))} MB): "
+                     "its service times are scaled by the CPU-share rule")
+    batches = sorted({b for e in prof.entries("cpu") for b in e.batches})
+    if batches and config.max_batch_size > batches[-1]:
+        notes.append(f"batch size {config.max_batch_size} is above the largest measured ({batches[-1]})")
+    return notes
 
 
 def _verify(config: Any, prof: Any, arrivals: Any, model: str, work_dir: Path | None, seed: int,
-            as_json: bool, platform_url: str | None, port: int | None) -> None:
+            as_json: bool, platform_url: str | None, port: int | None, objective: Any = None) -> None:
+    import os
+
     from servelab.calibrate.measure import resolve_model
     from servelab.calibrate.realrun import Deployer, local_platform, work_directory
     from servelab.calibrate.validate import METRICS, compare_on_platform
@@ -222,18 +241,37 @@ def _verify(config: Any, prof: Any, arrivals: Any, model: str, work_dir: Path | 
                       f"{arrivals.duration_s:g} s; work dir {work}) …")
         with local_platform(work, platform_url, port) as url:
             dep = Deployer(url, path)
+            # the local platform's instances share this machine's cores: so does the prediction
+            host_cpus = float(len(os.sched_getaffinity(0)))
             cmp = compare_on_platform("verify", url, dep, config.model_copy(update={"max_concurrency": min(
                 config.max_concurrency, 8)}), prof, arrivals.times_s, arrivals.duration_s,
-                from_model(path, count=4), work, seed=seed)
+                from_model(path, count=4), work, seed=seed, host_cpus=host_cpus)
+    extrapolated = _extrapolation(config, prof)
+    m = cmp.measured
+    met = objective.met(m.p95_ms, m.p99_ms, m.success_ratio) if objective is not None else None
+    sound = all(abs(cmp.error(k)) <= VERIFY_TOLERANCE for k in ("p95_ms", "cost_usd"))
     if as_json:
-        typer.echo(json.dumps(cmp.to_dict(), indent=2, default=str))
+        typer.echo(json.dumps({**cmp.to_dict(), "objective": objective.describe() if objective else None,
+                               "objective_met": met, "prediction_within_15pct": sound,
+                               "extrapolated": extrapolated}, indent=2, default=str))
         return
     t = Table(title="predicted vs measured (local platform)")
     for col in ("metric", "predicted", "measured", "error"):
         t.add_column(col, justify="left" if col == "metric" else "right")
-    for m in METRICS:
-        t.add_row(m, f"{getattr(cmp.predicted, m):.4g}", f"{getattr(cmp.measured, m):.4g}", f"{cmp.error(m):+.1%}")
+    for metric in METRICS:
+        t.add_row(metric, f"{getattr(cmp.predicted, metric):.4g}", f"{getattr(cmp.measured, metric):.4g}",
+                  f"{cmp.error(metric):+.1%}")
     console.print(t)
+    for note in extrapolated:
+        console.print(f"[yellow]extrapolated: {note}[/]")
+    if met is not None:
+        console.print(f"verdict: the objective ({objective.describe()}) was "
+                      + ("[green]met[/]" if met else "[red]missed[/]")
+                      + f" on the verification run (measured p95 {m.p95_ms:.1f} ms, p99 {m.p99_ms:.1f} ms, "
+                        f"SR {m.success_ratio:.4f})")
+    console.print("prediction: p95 and cost " + ("within" if sound else "[yellow]not within[/]")
+                  + f" ±{VERIFY_TOLERANCE:.0%} of the measurement "
+                  f"(p95 {cmp.error('p95_ms'):+.1%}, cost {cmp.error('cost_usd'):+.1%})")
 
 
 def register(app: typer.Typer) -> None:
