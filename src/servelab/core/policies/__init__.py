@@ -37,11 +37,30 @@ from servelab.core.policies.keepalive import (
     prewarm_at_s,
     should_reclaim,
 )
+from servelab.core.policies.greedydual import (
+    EVICTION_ORDERS,
+    Candidate,
+    Eviction,
+    EvictionOrder,
+    GreedyDualKeepAlive,
+    gd_priority,
+    pick_victims,
+)
+from servelab.core.policies.prewarm import (
+    PredictedWindow,
+    ScheduledKeepAlive,
+    predicted_window,
+    scheduled_min_warm,
+)
 from servelab.core.policies.scalerate import SCALE_RATE_KINDS, ScaleRateKind, ScaleRateLimit
+
+KEEPALIVE["faascache"] = GreedyDualKeepAlive
+KEEPALIVE["scheduled"] = ScheduledKeepAlive
 
 __all__ = [
     "ADMISSION_MODES",
     "EPSILON_S",
+    "EVICTION_ORDERS",
     "KEEPALIVE",
     "SCALE_RATE_KINDS",
     "SCALING_KINDS",
@@ -49,6 +68,12 @@ __all__ = [
     "AdmissionMode",
     "AdmissionSnapshot",
     "BatchDecision",
+    "Candidate",
+    "Eviction",
+    "EvictionOrder",
+    "GreedyDualKeepAlive",
+    "PredictedWindow",
+    "ScheduledKeepAlive",
     "FixedKeepAlive",
     "HistogramState",
     "HybridHistogramKeepAlive",
@@ -65,6 +90,10 @@ __all__ = [
     "admit",
     "decide_batch",
     "desired_instances",
+    "gd_priority",
+    "pick_victims",
+    "predicted_window",
+    "scheduled_min_warm",
     "keepalive_from",
     "make_keepalive",
     "prewarm_at_s",
