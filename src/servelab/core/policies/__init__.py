@@ -22,6 +22,15 @@ from servelab.core.policies.autoscale import (
     target_tracking,
 )
 from servelab.core.policies.batching import BatchDecision, decide_batch
+from servelab.core.policies.greedydual import (
+    EVICTION_ORDERS,
+    Candidate,
+    Eviction,
+    EvictionOrder,
+    GreedyDualKeepAlive,
+    gd_priority,
+    pick_victims,
+)
 from servelab.core.policies.keepalive import (
     EPSILON_S,
     KEEPALIVE,
@@ -36,15 +45,6 @@ from servelab.core.policies.keepalive import (
     make_keepalive,
     prewarm_at_s,
     should_reclaim,
-)
-from servelab.core.policies.greedydual import (
-    EVICTION_ORDERS,
-    Candidate,
-    Eviction,
-    EvictionOrder,
-    GreedyDualKeepAlive,
-    gd_priority,
-    pick_victims,
 )
 from servelab.core.policies.prewarm import (
     PredictedWindow,
@@ -71,10 +71,8 @@ __all__ = [
     "Candidate",
     "Eviction",
     "EvictionOrder",
-    "GreedyDualKeepAlive",
-    "PredictedWindow",
-    "ScheduledKeepAlive",
     "FixedKeepAlive",
+    "GreedyDualKeepAlive",
     "HistogramState",
     "HybridHistogramKeepAlive",
     "HybridMode",
@@ -82,22 +80,24 @@ __all__ = [
     "KeepAliveKind",
     "KeepAlivePolicy",
     "LoadAverager",
+    "PredictedWindow",
     "ScaleDecision",
     "ScaleRateKind",
     "ScaleRateLimit",
     "ScalingKind",
+    "ScheduledKeepAlive",
     "TargetTracking",
     "admit",
     "decide_batch",
     "desired_instances",
     "gd_priority",
-    "pick_victims",
-    "predicted_window",
-    "scheduled_min_warm",
     "keepalive_from",
     "make_keepalive",
+    "pick_victims",
+    "predicted_window",
     "prewarm_at_s",
     "queue_timed_out",
+    "scheduled_min_warm",
     "should_reclaim",
     "target_tracking",
 ]
