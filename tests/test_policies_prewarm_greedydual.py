@@ -112,3 +112,15 @@ def test_predicted_window_is_the_hybrid_policys_prewarm() -> None:
     assert w is not None and w.mode == "histogram"
     assert w.load_at_s == pytest.approx(last + 30 * 0.9)
     assert w.until_s == pytest.approx(last + 31 * 1.1)
+
+
+def test_max_held_requests_bounds_requests_waiting_for_a_start() -> None:
+    core = FunctionCore(CoreConfig(max_instances=1, admission="queue", max_held_requests=2))
+    core.boot(0.0)
+    assert [type(a).__name__ for a in core.arrive(0, 0.0)] == ["StartInstance"]
+    core.arrive(1, 0.1)  # held: the instance is starting
+    refused = core.arrive(2, 0.2)
+    assert [type(a).__name__ for a in refused] == ["Throttle"]
+    assert core.counters.held_throttled == 1 and list(core.waiting) == [0, 1]
+    with pytest.raises(ConfigError):
+        CoreConfig(max_held_requests=0)
