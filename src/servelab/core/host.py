@@ -71,6 +71,9 @@ class HostCore:
         self.frequency: dict[str, int] = {}
         self.last_use_clock: dict[tuple[str, int], float] = {}
         self.counters = HostCounters()
+        # how long each held start waited for memory, by (function, instance), for the driver to
+        # record (hold time); the driver pops the entry when it carries the start out
+        self.last_held_s: dict[tuple[str, int], float] = {}
 
     # ---- functions -----------------------------------------------------------------------
     def add(self, fn: HostFunction, now_s: float) -> list[HostAction]:
@@ -178,10 +181,11 @@ class HostCore:
     def _drain(self, now_s: float, out: list[HostAction]) -> None:
         """Start held starts, oldest first, while they fit (evicting idle instances if needed)."""
         while self.held:
-            name, a, _ = self.held[0]
+            name, a, since = self.held[0]
             if not self._try_start(name, a, now_s, out):
                 return
             self.held.popleft()
+            self.last_held_s[(name, a.instance)] = now_s - since
             self.held_ids.discard((name, a.instance))
 
     def _candidates(self) -> list[Candidate]:
