@@ -117,7 +117,7 @@ def test_policy_and_duration_parsing() -> None:
 
 
 def _row(name: str, cold: float, idle: float) -> PolicyRow:
-    return PolicyRow(name, cold, idle, 0.0, 0.0, False, 0.0, 0, 0, 0, 0, 0, 0.0, 0.0, 0.0)
+    return PolicyRow(name, cold, idle, 0.0, 0.0, False, 0.0, 0.0, 0, 0, 0, 0, 0, 0.0, 0.0, 0.0)
 
 
 def test_pareto_front() -> None:

@@ -74,6 +74,9 @@ class HostCore:
         # how long each held start waited for memory, by (function, instance), for the driver to
         # record (hold time); the driver pops the entry when it carries the start out
         self.last_held_s: dict[tuple[str, int], float] = {}
+        # the held queue's head did not fit and nothing has freed or idled since: skip retrying
+        # (a retry scans every function's idle instances)
+        self._blocked = False
 
     # ---- functions -----------------------------------------------------------------------
     def add(self, fn: HostFunction, now_s: float) -> list[HostAction]:
@@ -97,10 +100,12 @@ class HostCore:
         return self._filter(name, self.cores[name].arrive(request, now_s), now_s)
 
     def ready(self, name: str, instance: int, now_s: float) -> list[HostAction]:
+        self._blocked = False
         return self._filter(name, self.cores[name].ready(instance, now_s), now_s)
 
     def finish(self, name: str, instance: int, requests: tuple[int, ...], now_s: float, *,
                failure: FailureKind | None = None, requeue: bool = False) -> list[HostAction]:
+        self._blocked = False  # an instance may be idle now
         acts = self.cores[name].finish(instance, requests, now_s, failure=failure, requeue=requeue)
         if failure is not None:
             self._forget_if_gone(name, instance)
@@ -129,6 +134,7 @@ class HostCore:
 
     def _release(self, key: tuple[str, int]) -> None:
         if key in self.started:
+            self._blocked = False
             self.started.discard(key)
             self.used_mb -= self.specs[key[0]].memory_mb
             self.last_use_clock.pop(key, None)
@@ -180,9 +186,10 @@ class HostCore:
 
     def _drain(self, now_s: float, out: list[HostAction]) -> None:
         """Start held starts, oldest first, while they fit (evicting idle instances if needed)."""
-        while self.held:
+        while self.held and not self._blocked:
             name, a, since = self.held[0]
             if not self._try_start(name, a, now_s, out):
+                self._blocked = True
                 return
             self.held.popleft()
             self.last_held_s[(name, a.instance)] = now_s - since
