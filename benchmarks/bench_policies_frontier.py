@@ -25,7 +25,7 @@ from servelab.sim.host_engine import parse_policy, run_host
 from servelab.workload.azure_synth import arrivals, durations_ms, synth_functions
 
 BUDGETS_MB = (8192, 12288, 16384, 24576, 65536)
-POLICIES = ("fixed:60", "fixed:600", "hybrid", "faascache", "layered:60")
+POLICIES = ("fixed:60", "fixed:600", "hybrid", "faascache", "faascache-inst", "layered:60")
 FIXED_UNBOUNDED = ("fixed:10", "fixed:30", "fixed:120", "fixed:300", "fixed:1800")
 
 

@@ -76,9 +76,10 @@ class HostMachine(RuleBasedStateMachine):
     @initialize(budget=st.integers(600, 2000), order=st.sampled_from(["lru", "greedy-dual"]),
                 mems=st.lists(st.integers(100, 600), min_size=3, max_size=3),
                 keep=st.sampled_from([0.0, 1.0, 5.0, float("inf")]), slots=st.integers(1, 2),
-                held=st.sampled_from([None, 1, 3]))
-    def setup(self, budget: int, order: str, mems: list[int], keep: float, slots: int, held: int | None) -> None:
-        self.host = HostCore(budget, order=order)  # type: ignore[arg-type]
+                held=st.sampled_from([None, 1, 3]), freq=st.sampled_from(["function", "instance"]))
+    def setup(self, budget: int, order: str, mems: list[int], keep: float, slots: int, held: int | None,
+              freq: str) -> None:
+        self.host = HostCore(budget, order=order, frequency=freq)  # type: ignore[arg-type]
         ka = GreedyDualKeepAlive(keep) if order == "greedy-dual" else FixedKeepAlive(keep)
         for name, mem in zip(NAMES, mems, strict=True):
             cfg = CoreConfig(keepalive=ka, max_instances=4, slots=slots, max_held_requests=held)

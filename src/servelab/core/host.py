@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Literal
 
 from servelab.core.actions import Action, Dispatch, StartInstance, StopInstance
 from servelab.core.config import CoreConfig
@@ -56,7 +57,8 @@ class HostCounters:
 class HostCore:
     """See the module docstring. ``order``: which idle instance goes first under pressure."""
 
-    def __init__(self, budget_mb: float, *, order: EvictionOrder = "lru") -> None:
+    def __init__(self, budget_mb: float, *, order: EvictionOrder = "lru",
+                 frequency: Literal["function", "instance"] = "function") -> None:
         if not budget_mb > 0:
             raise ConfigError(f"the host memory budget must be > 0 MB, got {budget_mb!r}")
         self.budget_mb = float(budget_mb)
@@ -69,6 +71,10 @@ class HostCore:
         self.held_ids: set[tuple[str, int]] = set()
         self.clock = 0.0  # Greedy-Dual's clock: the priority of the latest victim
         self.frequency: dict[str, int] = {}
+        # Greedy-Dual's frequency: the function's invocations (every instance of a hot function
+        # ranks high), or the instance's own uses (a hot function's idle burst instances rank low)
+        self.frequency_of = frequency
+        self.uses: dict[tuple[str, int], int] = {}
         self.last_use_clock: dict[tuple[str, int], float] = {}
         self.counters = HostCounters()
         # how long each held start waited for memory, by (function, instance), for the driver to
@@ -138,6 +144,7 @@ class HostCore:
             self.started.discard(key)
             self.used_mb -= self.specs[key[0]].memory_mb
             self.last_use_clock.pop(key, None)
+            self.uses.pop(key, None)
 
     def _forget_if_gone(self, name: str, instance: int) -> None:
         if instance not in self.cores[name].instances:
@@ -156,7 +163,9 @@ class HostCore:
             if t is StopInstance:
                 self._release((name, a.instance))  # type: ignore[union-attr]
             elif t is Dispatch and self.order == "greedy-dual":
-                self.last_use_clock[(name, a.instance)] = self.clock  # type: ignore[union-attr]
+                key = (name, a.instance)  # type: ignore[union-attr]
+                self.last_use_clock[key] = self.clock
+                self.uses[key] = self.uses.get(key, 0) + 1
             out.append((name, a))
         if self.held:
             self._drain(now_s, out)
@@ -203,7 +212,8 @@ class HostCore:
             for inst in core.idle_instances():
                 key = (name, inst.id)
                 if gd:
-                    prio = gd_priority(clock=self.last_use_clock.get(key, 0.0), frequency=self.frequency[name],
+                    freq = self.frequency[name] if self.frequency_of == "function" else self.uses.get(key, 0)
+                    prio = gd_priority(clock=self.last_use_clock.get(key, 0.0), frequency=freq,
                                        cost_ms=spec.cost_ms, size_mb=spec.memory_mb)
                 else:
                     prio = inst.idle_since_s if inst.idle_since_s is not None else 0.0

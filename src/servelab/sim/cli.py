@@ -244,7 +244,7 @@ def policies_compare_cmd(
                                  help="Comma-separated: fixed:SECONDS, hybrid, faascache[:ttl_s], layered[:keep_s]."),
     out: Path = typer.Option(..., "--out", help="Directory for compare.csv, compare.png and the workload."),
     host_memory_mb: float | None = typer.Option(None, "--host-memory-mb",
-                                                help="The host's memory budget (default: half the invoked "
+                                                help="The host's memory budget (default: 1.25 x the invoked "
                                                      "functions' one-instance warm set, at least 4096)."),
     seed: int = typer.Option(1, "--seed", help="Seed of the generated workload."),
     max_rate: float = typer.Option(1.0, "--max-rate", help="Cap on a function's mean rate (req/s)."),

@@ -119,7 +119,7 @@ def compare(*, n_functions: int, duration_s: float, policies: list[str], budget_
     times = [arrivals(f, duration_s, rng) for f in fns]
     durs = [durations_ms(f, len(t), rng) for f, t in zip(fns, times, strict=True)]
     warm_set_mb = float(sum(f.memory_mb for f, t in zip(fns, times, strict=True) if len(t)))
-    budget = budget_mb if budget_mb is not None else max(4096.0, round(warm_set_mb * 0.5))
+    budget = budget_mb if budget_mb is not None else max(4096.0, round(warm_set_mb * 1.25))
     if budget < max(f.memory_mb for f in fns):
         raise ConfigError(f"--host-memory-mb {budget:g} is smaller than the largest function "
                           f"({max(f.memory_mb for f in fns)} MB)")

@@ -27,7 +27,7 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -52,10 +52,12 @@ class HostPolicy:
     layered: bool = False
     template_keep_s: float = 1800.0
     template_mb: float = 150.0
+    gd_frequency: Literal["function", "instance"] = "function"
 
 
 def parse_policy(text: str) -> HostPolicy:
-    """``fixed:600`` | ``hybrid`` | ``faascache`` | ``layered[:keep_s]``; ConfigError naming the choices."""
+    """``fixed:600`` | ``hybrid`` | ``faascache[:ttl_s]`` | ``faascache-inst[:ttl_s]`` (frequency counted per
+    instance, not per function) | ``layered[:keep_s]``; ConfigError naming the choices."""
     kind, _, arg = text.strip().partition(":")
     try:
         value = float(arg) if arg else None
@@ -65,11 +67,13 @@ def parse_policy(text: str) -> HostPolicy:
         return HostPolicy(text, keepalive_from("fixed", 600.0 if value is None else value), "lru")
     if kind == "hybrid":  # the paper's defaults: 1-minute bins over 4 hours; fallback keep-alive = range
         return HostPolicy(text, keepalive_from("hybrid", 4 * 3600.0), "lru")
-    if kind == "faascache":
-        return HostPolicy(text, keepalive_from("faascache", math.inf if value is None else value), "greedy-dual")
+    if kind in ("faascache", "faascache-inst"):
+        return HostPolicy(text, keepalive_from("faascache", math.inf if value is None else value), "greedy-dual",
+                          gd_frequency="function" if kind == "faascache" else "instance")
     if kind == "layered":
         return HostPolicy(text, keepalive_from("fixed", 60.0 if value is None else value), "lru", layered=True)
-    raise ConfigError(f"unknown policy {text!r}; use fixed:SECONDS, hybrid, faascache[:ttl_s] or layered[:keep_s]")
+    raise ConfigError(f"unknown policy {text!r}; use fixed:SECONDS, hybrid, faascache[:ttl_s], "
+                      "faascache-inst[:ttl_s] or layered[:keep_s]")
 
 
 @dataclass
@@ -102,7 +106,7 @@ def run_host(functions: list[SynthFunction], times: list[np.ndarray], durations:
     if budget_mb - template_reserve <= 0:
         raise ConfigError(f"the host budget ({budget_mb:g} MB) does not even hold the runtime templates "
                           f"({template_reserve:g} MB)")
-    host = HostCore(budget_mb - template_reserve, order=policy.order)
+    host = HostCore(budget_mb - template_reserve, order=policy.order, frequency=policy.gd_frequency)
     index: dict[str, int] = {}
     for i, f in enumerate(functions):
         index[f.name] = i
