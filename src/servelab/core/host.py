@@ -100,6 +100,36 @@ class HostCore:
         self.frequency[fn.name] = 0
         return self._filter(fn.name, core.boot(now_s), now_s)
 
+    def attach(self, fn: HostFunction, core: FunctionCore) -> None:
+        """Share the budget with a core someone else drives (the platform's FunctionService):
+        it then passes every list of actions its core returns through :meth:`route`."""
+        self.add(fn, 0.0)  # checks the name and the memory
+        self.cores[fn.name] = core
+
+    def detach(self, name: str) -> None:
+        """Take a function off the host (deleted or replaced): its memory and held starts go."""
+        for key in [k for k in self.started if k[0] == name]:
+            self._release(key)
+        self.held = deque(h for h in self.held if h[0] != name)
+        self.held_ids = {k for k in self.held_ids if k[0] != name}
+        self.cores.pop(name, None)
+        self.specs.pop(name, None)
+        self.frequency.pop(name, None)
+
+    def route(self, name: str, acts: list[Action], now_s: float, *, arrivals: int = 0) -> list[HostAction]:
+        """For a driver that calls its core itself: filter the actions one call returned.
+
+        Any call may have freed memory (an instance lost to a failure, a death) or idled an
+        instance, so this releases the memory of the function's instances its core forgot and
+        retries held starts. ``arrivals``: requests that call admitted (Greedy-Dual's frequency).
+        """
+        self.frequency[name] = self.frequency.get(name, 0) + arrivals
+        core = self.cores[name]
+        for key in [k for k in self.started if k[0] == name and k[1] not in core.instances]:
+            self._release(key)
+        self._blocked = False
+        return self._filter(name, acts, now_s)
+
     # ---- events (each mirrors FunctionCore's method of the same name) ----------------------
     def arrive(self, name: str, request: int, now_s: float) -> list[HostAction]:
         self.frequency[name] += 1
