@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 import pyarrow.compute as pc
+import pytest
 
 from servelab.core.host import HostCore
 from servelab.core.policies import GreedyDualKeepAlive  # noqa: F401  (the faascache kind is registered)
@@ -85,3 +86,40 @@ def test_a_start_that_cannot_fit_waits_and_no_request_fails(tmp_path) -> None:
     out_a, out_b, host = asyncio.run(main())
     assert out_a.status == "ok" and out_b.status == "ok"
     assert host.counters.held_starts == 1 and host.counters.evictions == 1
+
+
+@pytest.mark.timeout(240)
+def test_real_platform_host_budget_evicts_lru_and_fails_no_request(tmp_path) -> None:
+    """Four real functions (256 MB each) on a 512 MB host: each new function evicts the longest-idle
+    instance (real processes stopped), every request succeeds, and the evictions are lifecycle records."""
+    import json
+    import urllib.request
+
+    from platform_harness import RunningPlatform, zip_code
+
+    code = "def h(event, context):\n    return {'ok': True}\n"
+    names = ["fa", "fb", "fc", "fd"]
+    with RunningPlatform(tmp_path / "home", host_memory_mb=512) as p:
+        client = p.lambda_client()
+        for n in names:
+            client.create_function(FunctionName=n, Role="r", Handler="app.h", MemorySize=256, Timeout=30,
+                                   Code={"ZipFile": zip_code({"app.py": code})})
+
+        def call(n: str) -> tuple[int, dict]:
+            req = urllib.request.Request(f"{p.url}/2015-03-31/functions/{n}/invocations", data=b"{}", method="POST")
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return r.status, json.loads(r.headers["X-Servelab-Facts"])
+
+        results = [(n, *call(n)) for n in [*names, "fa", "fd"]]
+        host = p.platform.host
+        assert host is not None
+        started = sorted(host.started)
+        evictions = host.counters.evictions
+    assert all(status == 200 for _, status, _ in results)
+    kinds = [f["start_kind"] for _, _, f in results]
+    # fa, fb cold (fit); fc evicts fa, fd evicts fb; fa again cold (evicts fc); fd warm
+    assert kinds == ["cold", "cold", "cold", "cold", "cold", "warm"]
+    assert evictions == 3 and [k[0] for k in started] == ["fa", "fd"]
+    events = read_instances(tmp_path / "home" / "instances")
+    reclaimed = events.filter(pc.equal(events["event"], "reclaimed"))
+    assert reclaimed["reason"].to_pylist().count("evicted") == 3
