@@ -205,7 +205,8 @@ def deploy(
     batch_size: int = typer.Option(1, help="Largest batch per instance."),
     batch_wait_ms: float = typer.Option(0.0, help="Longest a request waits for a batch to fill."),
     keep_alive_s: float = typer.Option(600.0, help="Idle time before an instance is reclaimed."),
-    keep_alive_policy: str = typer.Option("fixed", help="fixed or hybrid (ATC'20 histogram)."),
+    keep_alive_policy: str = typer.Option(
+        "fixed", help="fixed, hybrid (ATC'20 histogram), faascache (greedy-dual; keep-alive is its TTL) or scheduled."),
     admission: str = typer.Option("throttle", help="Above max concurrency: throttle (429) or queue."),
     start_mode: str = typer.Option("fork", help="fork (from a fork server) or spawn (fresh interpreter)."),
     handler: str = typer.Option(None, help="A Python handler 'module.function' from --code."),
