@@ -250,3 +250,27 @@ def test_real_platform_idle_instance_killed_then_invoked_succeeds_on_a_new_insta
     assert all(s == 200 for s, _ in results)
     assert results[0][1]["instance_id"] != first["instance_id"]
     assert results[0][1]["start_kind"] == "cold" and all(f["start_kind"] == "warm" for _, f in results[1:])
+
+
+def test_scale_from_zero_holds_up_to_max_held_requests_then_429_with_retry_after(tmp_path) -> None:
+    async def main():
+        backend = FakeBackend(auto_ready=False)
+        svc = service(tmp_path, backend, max_concurrency=1, admission="queue", max_queue=100, max_held_requests=3)
+        calls = [asyncio.create_task(svc.invoke(b"{}", f"r{i}")) for i in range(5)]
+        await settle()
+        assert len(backend.instances) == 1  # one instance starting, three requests held for it
+        backend.release()
+        out = await asyncio.gather(*calls)
+        await svc.close()
+        svc.meter.close()
+        return out
+
+    out = asyncio.run(main())
+    assert [o.status for o in out] == ["ok", "ok", "ok", "throttled", "throttled"]
+    refused = out[3]
+    assert refused.http_status == 429 and refused.extra_headers["Retry-After"] == "1"
+    assert "held while instances start" in refused.record.error
+    # the held requests' hold time: queue_ms (waiting for the instance) + init_ms (the first)
+    held = [o.record for o in out[:3]]
+    assert held[0].cold and held[0].init_ms is not None
+    assert all(r.queue_ms is not None and r.queue_ms >= 0 for r in held)

@@ -48,6 +48,9 @@ class CoreConfig:
     keepalive: KeepAlivePolicy = field(default_factory=FixedKeepAlive)
     autoscaler: TargetTracking | None = None
     scale_rate: ScaleRateKind = "none"
+    # scale from zero as a contract: at most this many requests wait for instances to start (or
+    # free up); the next gets a 429 with Retry-After. None: only max_queue / admission bound them.
+    max_held_requests: int | None = None
 
     def __post_init__(self) -> None:
         if self.scaling not in CORE_SCALINGS:
@@ -58,6 +61,8 @@ class CoreConfig:
         if not 0 <= self.min_instances <= self.max_instances:
             raise ConfigError(f"min_instances ({self.min_instances}) must be between 0 and max_instances "
                               f"({self.max_instances})")
+        if self.max_held_requests is not None and self.max_held_requests < 1:
+            raise ConfigError(f"max_held_requests must be >= 1 (or None: no bound), got {self.max_held_requests}")
         if self.scaling == "target-tracking" and self.autoscaler is None:
             raise ConfigError("scaling 'target-tracking' needs an autoscaler (TargetTracking settings)")
         if self.scaling == "fixed" and self.min_instances < 1:

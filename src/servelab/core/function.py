@@ -107,6 +107,8 @@ class Counters:
     failed: int = 0
     requeued: int = 0
     reclaimed: int = 0
+    evicted: int = 0  # idle instances stopped by the host's memory budget (servelab.core.host)
+    held_throttled: int = 0  # requests refused because max_held_requests were already held
     lost: int = 0  # instances that died, failed their init, or were killed with a batch
 
 
@@ -129,7 +131,9 @@ class FunctionCore:
         self._tracking = config.scaling == "target-tracking"
         self._per_request = config.scaling == "per-request"
         self._ka = config.keepalive
-        self._ka_static = self._ka.kind == "fixed"  # observe() is a no-op, decide() a constant
+        # fixed, faascache and scheduled: observe() is a no-op and decide() a constant
+        self._ka_static = self._ka.kind in ("fixed", "faascache", "scheduled")
+        self._ka_floor = getattr(self._ka, "min_warm", None)  # scheduled pre-warm: warm instances wanted now
         self._ka_state = self._ka.initial_state()
         self.ka_decision: KeepAliveDecision = self._ka.decide(self._ka_state)
         self.last_arrival_s: float | None = None
@@ -195,6 +199,14 @@ class FunctionCore:
         if action == "throttle":
             self.counters.throttled += 1
             acts.append(Throttle(request, THROTTLE_REASON))
+            return acts
+        held = cfg.max_held_requests
+        if held is not None and not self.free and len(self.waiting) >= held:
+            # scale-from-zero's bound: this many requests already wait for instances to start
+            self.counters.throttled += 1
+            self.counters.held_throttled += 1
+            acts.append(Throttle(request, f"{THROTTLE_REASON} {held} request(s) already held while instances start; "
+                                          "retry later"))
             return acts
         self.arrived_s[request] = now_s
         self.waiting.append(request)
@@ -437,6 +449,7 @@ class FunctionCore:
         if not self._ka_static:
             self.ka_decision = self._ka.decide(self._ka_state)
         keep_s = self.ka_decision.keep_alive_s
+        floor = self._ka_floor(now_s) if self._ka_floor is not None else 0
         reclaim: list[InstanceState] = []
         seen: set[int] = set()
         for k in self.free:  # least recently freed first: stop at the first that stays
@@ -446,6 +459,8 @@ class FunctionCore:
             inst = self.instances[k]
             if inst.busy_slots or inst.kind == "provisioned":
                 continue
+            if self.alive - len(reclaim) <= floor:
+                break  # a scheduled window wants these warm
             if not should_reclaim(idle_since_s=inst.idle_since_s if inst.idle_since_s is not None else now_s,
                                   now_s=now_s, keep_alive_s=keep_s, provisioned=False, busy=False):
                 break  # every instance after it was freed later, so it stays too
@@ -454,6 +469,8 @@ class FunctionCore:
             self._remove(inst)
             self.counters.reclaimed += 1
             acts.append(StopInstance(inst.id, "keep-alive expired"))
+        while self.alive < min(floor, self.config.max_instances):
+            self._start(now_s, "prewarmed", acts)  # scheduled pre-warm
         last = self.last_arrival_s
         if not self._ka_static and last is not None and self._prewarmed_for_s != last:
             at = prewarm_at_s(self.ka_decision, last_invocation_s=last)
@@ -472,6 +489,8 @@ class FunctionCore:
             return False
         if self.ka_decision.keep_alive_s != float("inf") and self.alive > self.provisioned_alive:
             return True
+        if self._ka_floor is not None:
+            return self.alive > self.provisioned_alive
         return not self._ka_static and self.last_arrival_s != self._prewarmed_for_s
 
     def _restore_min(self, now_s: float, acts: list[Action]) -> None:
@@ -509,6 +528,26 @@ class FunctionCore:
                     self.counters.reclaimed += 1
                     acts.append(StopInstance(k, "scaled in"))
                     excess -= 1
+
+    # ---- for a host that shares memory between functions (servelab.core.host) ----------
+    def idle_instances(self) -> list[InstanceState]:
+        """Instances that run nothing and may be evicted: ready, no busy slot, not provisioned;
+        least recently freed first."""
+        out: list[InstanceState] = []
+        for k in dict.fromkeys(self.free):
+            inst = self.instances[k]
+            if inst.busy_slots == 0 and inst.kind != "provisioned":
+                out.append(inst)
+        return out
+
+    def evict(self, instance: int, now_s: float) -> list[Action]:
+        """Stop an idle instance because the host needs its memory (reason ``evicted``)."""
+        inst = self.instances.get(instance)
+        if inst is None or inst.ready_s is None or inst.busy_slots or inst.kind == "provisioned":
+            raise ValueError(f"instance {instance} is not an idle, evictable instance")
+        self._remove(inst)
+        self.counters.evicted += 1
+        return [StopInstance(instance, "evicted")]
 
     def close(self) -> None:
         """Stop starting instances (the function is being deleted); the driver stops the rest."""

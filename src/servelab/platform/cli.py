@@ -89,6 +89,10 @@ def up(
     max_event_queue: int = typer.Option(10_000, help="Most Event invocations waiting at once (429 above)."),
     event_retry_delay_s: float = typer.Option(
         60.0, help="Wait before an Event invocation's first retry (doubles for the second; Lambda: 60)."),
+    host_memory_mb: float | None = typer.Option(None, "--host-memory-mb",
+                                         help="Memory budget shared by all functions' instances, MB: idle "
+                                              "instances are evicted, starts that cannot fit wait (default: none)."),
+    host_eviction: str = typer.Option("lru", "--host-eviction", help="Who is evicted first: lru or greedy-dual."),
 ) -> None:
     """Start the platform in the foreground (Ctrl-C stops it and its instances)."""
     from aiohttp import web
@@ -103,12 +107,17 @@ def up(
         raise ConfigError("--max-event-queue must be at least 1 and --event-retry-delay-s at least 0")
     home = home or default_home()
     token = token or os.environ.get(TOKEN_ENV)
+    if host_eviction not in ("lru", "greedy-dual"):
+        raise ConfigError(f"--host-eviction must be lru or greedy-dual, got {host_eviction!r}")
+    if host_memory_mb is not None and host_memory_mb <= 0:
+        raise ConfigError(f"--host-memory-mb must be > 0, got {host_memory_mb:g}")
     if instance_network not in ("host", "none"):
         raise ConfigError(f"--instance-network must be host or none, got {instance_network!r}")
     check_exposure(host, token, allow_unauthenticated)
     platform = Platform(home, store_url=store, limits=limits, port=port,
                         max_event_queue=max_event_queue, event_retry_delay_s=event_retry_delay_s,
-                        instance_network=instance_network, isolate=isolation)  # type: ignore[arg-type]
+                        instance_network=instance_network, isolate=isolation,  # type: ignore[arg-type]
+                        host_memory_mb=host_memory_mb, host_eviction=host_eviction)  # type: ignore[arg-type]
     platform.lock_home()  # a second platform on this home stops here, before touching anything
     try:
         sock = bind_socket(host, port)
@@ -128,6 +137,8 @@ def up(
         iso = isolation_mode()
         console.print(f"  isolation: {iso}" + (f" (instance network: {instance_network})" if iso == "root" else
                                                  " (not root: instances run as this user; docs/isolation.md)"))
+        if platform.host is not None:
+            console.print(f"  host memory budget: {platform.host.budget_mb:g} MB, eviction {platform.host.order}")
 
     app.on_startup.append(banner)
     web.run_app(app, sock=sock, print=None, handle_signals=True)
@@ -196,7 +207,8 @@ def deploy(
     batch_size: int = typer.Option(1, help="Largest batch per instance."),
     batch_wait_ms: float = typer.Option(0.0, help="Longest a request waits for a batch to fill."),
     keep_alive_s: float = typer.Option(600.0, help="Idle time before an instance is reclaimed."),
-    keep_alive_policy: str = typer.Option("fixed", help="fixed or hybrid (ATC'20 histogram)."),
+    keep_alive_policy: str = typer.Option(
+        "fixed", help="fixed, hybrid (ATC'20 histogram), faascache (greedy-dual; keep-alive is its TTL) or scheduled."),
     admission: str = typer.Option("throttle", help="Above max concurrency: throttle (429) or queue."),
     start_mode: str = typer.Option("fork", help="fork (from a fork server) or spawn (fresh interpreter)."),
     handler: str = typer.Option(None, help="A Python handler 'module.function' from --code."),

@@ -91,6 +91,9 @@ class FunctionConfig(BaseModel):
     admission: AdmissionMode = "throttle"  # Lambda's default: 429 above the concurrency limit
     max_queue: int = Field(100, ge=0)
     max_queue_wait_s: float = Field(10.0, ge=0)
+    # scale from zero as a contract: at most this many requests wait while instances start; the
+    # next one gets 429 with Retry-After (None: only max_queue / admission bound them)
+    max_held_requests: int | None = Field(None, ge=1)
     start_mode: StartMode = "fork"
     threads: int | None = Field(None, ge=1, le=64)  # default: from the memory size's vCPUs
     env: dict[str, str] = Field(default_factory=dict)
@@ -144,7 +147,8 @@ class FunctionConfig(BaseModel):
                           admission=self.admission, max_queue=self.max_queue, max_queue_wait_s=self.max_queue_wait_s,
                           max_batch_size=self.batching.max_batch_size, max_wait_s=self.batching.max_wait_ms / 1000.0,
                           keepalive=keepalive_policy(self.keep_alive),
-                          autoscaler=self.autoscaler() if tracking else None)
+                          autoscaler=self.autoscaler() if tracking else None,
+                          max_held_requests=self.max_held_requests)
 
     def updated(self, **changes: Any) -> FunctionConfig:
         return make_config({**self.model_dump(), **changes})

@@ -18,6 +18,8 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 
 from servelab.config import validate_name
+from servelab.core.host import HostCore
+from servelab.core.policies import EvictionOrder
 from servelab.errors import ConfigError, FunctionNotFoundError, LimitsError, StartupError
 from servelab.platform.backends.local import LocalProcessBackend
 from servelab.platform.events import EventDispatcher, EventQueue
@@ -53,7 +55,8 @@ class Platform:
                  preload: list[str] | None = None, reconcile_interval_s: float = 0.1,
                  instance_network: InstanceNetwork = "host", isolate: bool = True,
                  port: int | None = None, max_event_queue: int = 10_000,
-                 event_retry_delay_s: float = 60.0) -> None:
+                 event_retry_delay_s: float = 60.0, host_memory_mb: float | None = None,
+                 host_eviction: EvictionOrder = "lru") -> None:
         self.home = Path(home)
         self.instance_network = instance_network
         self.isolate = isolate  # as root: each function's instances in their own uid and views
@@ -68,6 +71,9 @@ class Platform:
         self.preload = preload or ["onnxruntime"]
         self.reconcile_interval_s = reconcile_interval_s
         self.services: dict[str, FunctionService] = {}
+        # one memory budget shared by every function (--host-memory-mb): idle instances of any
+        # function are evicted by policy, starts that cannot fit wait (servelab.core.host)
+        self.host = HostCore(host_memory_mb, order=host_eviction) if host_memory_mb else None
         self.limits_info: LimitsInfo | None = None
         self._reconciler: asyncio.Task[None] | None = None
         self._model_meta: dict[str, dict[str, Any]] = {}
@@ -178,13 +184,24 @@ class Platform:
 
     def _add_service(self, cfg: FunctionConfig) -> FunctionService:
         code = self.code_dir(cfg.name)
+        if self.host is not None and cfg.name in self.host.cores:  # replaced: the old service leaves the host
+            old = self.services.get(cfg.name)
+            if old is not None:
+                old.host = None
+            self.host.detach(cfg.name)
         isolation = plan_isolation(home=self.home, function=cfg.name, code_dir=code if code.exists() else None,
                                    uids=self.uids, network=self.instance_network) if self.isolate else None
         svc = FunctionService(cfg, backend=self.backend, meter=self.meter, isolation=isolation,
                               home=self.home, store_url=self.store_url,
-                              code_dir=code if code.exists() else None)
+                              code_dir=code if code.exists() else None, host=self.host, peers=self._to_peer)
         self.services[cfg.name] = svc
         return svc
+
+    def _to_peer(self, name: str, actions: list[Any]) -> None:
+        """Carry out actions the host decided for another function (an eviction, a held start)."""
+        svc = self.services.get(name)
+        if svc is not None:
+            svc._carry_out(actions)
 
     def store(self) -> ModelStore:
         from servelab.models.store import open_store
@@ -202,6 +219,9 @@ class Platform:
         if code_zip:
             sha, size = await asyncio.to_thread(self._unpack_code, cfg.name, code_zip)
             cfg = cfg.updated(code_sha256=sha, code_size=size)
+        if self.host is not None and cfg.memory_mb > self.host.budget_mb:
+            raise ConfigError(f"MemorySize {cfg.memory_mb} MB is more than the host's whole memory budget "
+                              f"({self.host.budget_mb:g} MB, --host-memory-mb): lower it or raise the budget")
         ts = self.registry.create(cfg)
         self._add_service(cfg)
         if cfg.start_mode == "fork":

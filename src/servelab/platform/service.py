@@ -38,6 +38,7 @@ from servelab.billing.rules import carries_init, request_billed_ms
 from servelab.core import FunctionCore
 from servelab.core.actions import Action, Dispatch, FailRequests, SetTimer, StartInstance, StopInstance, Throttle
 from servelab.core.events import FailureKind, TimerTag
+from servelab.core.host import HostCore, HostFunction
 from servelab.errors import FunctionTimeoutError, OutOfMemoryError, PlatformError
 from servelab.platform.backends import Instance, InstanceBackend, InstanceSpec
 from servelab.platform.functions import FunctionConfig
@@ -76,7 +77,8 @@ class Invocation:
 class FunctionService:
     def __init__(self, config: FunctionConfig, *, backend: InstanceBackend, meter: Meter, home: Path,
                  store_url: str | None, code_dir: Path | None = None, isolation: IsolationSpec | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, host: HostCore | None = None,
+                 peers: Callable[[str, list[Action]], None] | None = None) -> None:
         self.config = config
         self.backend = backend
         self.meter = meter
@@ -86,6 +88,12 @@ class FunctionService:
         self.isolation = isolation  # applied by each instance before the function's code runs
         self.clock = clock
         self.core = FunctionCore(config.core_config(), now_s=clock())
+        # a host memory budget shared with other functions (servelab.core.host): every action list
+        # goes through it; actions for other functions (evictions, held starts) go to ``peers``
+        self.host = host
+        self._peers = peers
+        if host is not None:
+            host.attach(HostFunction(config.name, self.core.config, float(config.memory_mb)), self.core)
         self.instances: dict[str, Instance] = {}  # by instance id, for the API's views
         self._by_core: dict[int, Instance] = {}  # by the core's instance number
         self._requests: dict[int, Pending] = {}  # by the core's request number
@@ -125,7 +133,17 @@ class FunctionService:
             self._apply(self.core.boot(self.clock()))
 
     # ---- applying the core's actions -----------------------------------------------------
-    def _apply(self, actions: list[Action]) -> None:
+    def _apply(self, actions: list[Action], *, arrivals: int = 0) -> None:
+        if self.host is None or self.closed:
+            self._carry_out(actions)
+            return
+        for name, a in self.host.route(self.config.name, actions, self.clock(), arrivals=arrivals):
+            if name == self.config.name:
+                self._carry_out([a])
+            elif self._peers is not None:
+                self._peers(name, [a])
+
+    def _carry_out(self, actions: list[Action]) -> None:
         for a in actions:
             if isinstance(a, Dispatch):
                 self._dispatch(a)
@@ -172,7 +190,7 @@ class FunctionService:
         rid = self._next_request
         self._next_request += 1
         self._requests[rid] = Pending(request_id, body, now, fut)
-        self._apply(self.core.arrive(rid, now))
+        self._apply(self.core.arrive(rid, now), arrivals=1)
         return await fut
 
     def _throttled(self, request_id: str, arrived_s: float, why: str) -> Invocation:
@@ -373,6 +391,9 @@ class FunctionService:
         """Stop everything: waiting requests get an error, instances are stopped."""
         self.closed = True
         self.core.close()
+        if self.host is not None and self.host.cores.get(self.config.name) is self.core:
+            self.host.detach(self.config.name)  # its memory goes back to the host's budget
+            self.host = None
         for h in self._timers:
             h.cancel()
         self._timers.clear()

@@ -42,6 +42,7 @@ class ServerlessConfig(BaseModel):
     admission: AdmissionMode = "throttle"
     max_queue: int = Field(100, ge=0)
     max_queue_wait_s: float = Field(10.0, ge=0)
+    max_held_requests: int | None = Field(None, ge=1)  # as FunctionConfig: scale-from-zero's bound, then 429
     scale_rate: ScaleRateKind = "aws"
     billing_rounding_ms: int = Field(1, ge=1)
     timeout_s: float = Field(30.0, gt=0)  # the function's timeout: a longer batch fails, its instance is replaced
@@ -66,6 +67,7 @@ class ServerlessConfig(BaseModel):
         core = CoreConfig(scaling="per-request", max_instances=self.max_concurrency, min_instances=self.provisioned,
                           admission=self.admission, max_queue=self.max_queue, max_queue_wait_s=self.max_queue_wait_s,
                           max_batch_size=self.max_batch_size, max_wait_s=self.max_wait_ms / 1000.0,
-                          keepalive=self.keepalive_policy(), scale_rate=self.scale_rate)
+                          keepalive=self.keepalive_policy(), scale_rate=self.scale_rate,
+                          max_held_requests=self.max_held_requests)
         return EngineSpec(core=core, memory_mb=self.memory_mb, timeout_s=self.timeout_s,
                           reap_interval_s=self.reap_interval_s, host_cpus=self.host_cpus)

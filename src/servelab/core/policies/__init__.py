@@ -22,6 +22,15 @@ from servelab.core.policies.autoscale import (
     target_tracking,
 )
 from servelab.core.policies.batching import BatchDecision, decide_batch
+from servelab.core.policies.greedydual import (
+    EVICTION_ORDERS,
+    Candidate,
+    Eviction,
+    EvictionOrder,
+    GreedyDualKeepAlive,
+    gd_priority,
+    pick_victims,
+)
 from servelab.core.policies.keepalive import (
     EPSILON_S,
     KEEPALIVE,
@@ -37,11 +46,21 @@ from servelab.core.policies.keepalive import (
     prewarm_at_s,
     should_reclaim,
 )
+from servelab.core.policies.prewarm import (
+    PredictedWindow,
+    ScheduledKeepAlive,
+    predicted_window,
+    scheduled_min_warm,
+)
 from servelab.core.policies.scalerate import SCALE_RATE_KINDS, ScaleRateKind, ScaleRateLimit
+
+KEEPALIVE["faascache"] = GreedyDualKeepAlive
+KEEPALIVE["scheduled"] = ScheduledKeepAlive
 
 __all__ = [
     "ADMISSION_MODES",
     "EPSILON_S",
+    "EVICTION_ORDERS",
     "KEEPALIVE",
     "SCALE_RATE_KINDS",
     "SCALING_KINDS",
@@ -49,7 +68,11 @@ __all__ = [
     "AdmissionMode",
     "AdmissionSnapshot",
     "BatchDecision",
+    "Candidate",
+    "Eviction",
+    "EvictionOrder",
     "FixedKeepAlive",
+    "GreedyDualKeepAlive",
     "HistogramState",
     "HybridHistogramKeepAlive",
     "HybridMode",
@@ -57,18 +80,24 @@ __all__ = [
     "KeepAliveKind",
     "KeepAlivePolicy",
     "LoadAverager",
+    "PredictedWindow",
     "ScaleDecision",
     "ScaleRateKind",
     "ScaleRateLimit",
     "ScalingKind",
+    "ScheduledKeepAlive",
     "TargetTracking",
     "admit",
     "decide_batch",
     "desired_instances",
+    "gd_priority",
     "keepalive_from",
     "make_keepalive",
+    "pick_victims",
+    "predicted_window",
     "prewarm_at_s",
     "queue_timed_out",
+    "scheduled_min_warm",
     "should_reclaim",
     "target_tracking",
 ]

@@ -28,7 +28,9 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from servelab.errors import ConfigError
 
-KeepAliveKind = Literal["fixed", "hybrid"]
+KeepAliveKind = Literal["fixed", "hybrid", "faascache", "scheduled"]
+# "faascache" (policies/greedydual.py) and "scheduled" (policies/prewarm.py) register themselves in
+# KEEPALIVE from the package's __init__ (they import this module, so it cannot import them).
 
 # Elapsed-time comparisons use this tolerance so that float sums (0.1 + 0.2) or two clocks
 # read a few nanoseconds apart never turn "exactly keep_alive_s" into "not yet".
