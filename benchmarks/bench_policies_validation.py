@@ -87,7 +87,7 @@ def main() -> None:
                 with urllib.request.urlopen(req, timeout=120) as r:
                     return r.status, json.loads(r.headers.get("X-Servelab-Facts") or "{}")
             except urllib.error.HTTPError as e:
-                return e.code, {}
+                return e.code, {"error": e.read()[:300].decode(errors="replace")}
 
         t0 = time.monotonic()
         futs = []
@@ -121,7 +121,8 @@ def main() -> None:
         idle_gb_s += max(0.0, end - ev["ready"] - busy.get(iid, 0.0)) * 256 / 1024
     real = {"requests": len(results), "ok": len(ok), "cold": cold, "cold_start_rate": cold / max(1, len(ok)),
             "idle_gb_s": idle_gb_s, "init_ms_median": float(np.median(inits)) if inits else None,
-            "evictions": sum(1 for e in inst if e.get("reason") == "evicted")}
+            "evictions": sum(1 for e in inst if e.get("reason") == "evicted"),
+            "not_ok": [(s, f.get("error")) for s, f in results if s != 200]}
     # the simulator on the same arrivals, with the platform's measured init and execution overhead
     overhead = [f["duration_ms"] - d for (_, _, d), (s, f) in zip(plan, results, strict=True)
                 if s == 200 and "duration_ms" in f]
@@ -134,7 +135,7 @@ def main() -> None:
     row = summarize("sim", sim, 0.0, 0.0)
     served = int(np.sum((sim.kind == WARM) | (sim.kind == PREWARMED) | (sim.kind == COLD)))
     simd = {"cold_start_rate": row.cold_start_rate, "idle_gb_s": row.idle_gb_s, "cold": row.cold, "served": served,
-            "evictions": row.evictions}
+            "evictions": row.evictions, "throttled": row.throttled}
     print(f"{args.functions} functions x 256 MB on a {args.budget_mb:g} MB host, fixed:{args.keep_alive:g}, "
           f"{args.duration:g} s, {len(plan)} requests; load {load_before[0]:.2f} -> {load_after[0]:.2f}")
     print(f"{'':<8}{'cold rate':>10}{'idle GB-s':>11}{'cold':>6}{'evictions':>10}")
@@ -142,6 +143,7 @@ def main() -> None:
           f"{real['evictions']:>10}")
     print(f"{'sim':<8}{simd['cold_start_rate'] * 100:>9.2f}%{simd['idle_gb_s']:>11.1f}{simd['cold']:>6}"
           f"{simd['evictions']:>10}")
+    print(f"not ok: real {real['not_ok']}; sim throttled {simd['throttled']}")
     print(f"real: {real['ok']}/{real['requests']} ok, init median {init:.0f} ms, execution overhead {extra:.1f} ms")
     path = write_result("policies-validation", {"machine": machine(), "load_before": load_before,
                                                 "load_after": load_after, "args": vars(args), "real": real,
